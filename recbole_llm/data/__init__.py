@@ -1,0 +1,1 @@
+"""Data root, dataset preparation, and the datasets that attach semantic features."""

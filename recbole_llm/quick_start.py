@@ -1,0 +1,244 @@
+"""Entry points: RecBole's quick-start functions, resolving recbole_llm models first.
+
+- :func:`run_recbole_llm`: one training run, returns RecBole's result dict.
+- :func:`run`: the same with RecBole's multi-process arguments; workers resolve our models.
+- :func:`objective_function`: the target for RecBole's ``HyperTuning``.
+- :func:`load_data_and_model`: reload any checkpoint our entry points wrote.
+"""
+
+import logging
+import os
+import sys
+from collections.abc import MutableMapping
+from logging import getLogger
+
+from recbole.data.transform import construct_transform
+from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
+
+from recbole_llm import compat, registry
+from recbole_llm.config import Config
+from recbole_llm.data.utils import create_dataset, data_preparation
+
+
+def _make_output_dirs(config):
+    """Create RecBole's output folders up front: its ``ensure_dir`` checks, then creates, so
+    ranks of a distributed run starting together race on it (``FileExistsError``)."""
+    os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
+    os.makedirs(config["checkpoint_dir"], exist_ok=True)
+
+
+def _build(config):
+    """Dataset, dataloaders, model and trainer for a config (seeded as RecBole does)."""
+    dataset = create_dataset(config)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
+    model = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"], config["trainer_class"])(
+        config, model
+    )
+    return dataset, model, trainer, (train_data, valid_data, test_data)
+
+
+def train_and_test(config, saved=True, verbose=True):
+    """Build, train and test the model a config describes (logger already set up).
+
+    Returns:
+        tuple: RecBole's result dict; the trainer (it holds ``epoch_seconds``,
+        ``eval_seconds`` and per-user metric values of the test evaluation); the test loader.
+    """
+    logger = getLogger()
+    dataset, model, trainer, (train_data, valid_data, test_data) = _build(config)
+    if verbose:
+        logger.info(dataset)
+        logger.info(model)
+        flops = get_flops(model, dataset, config["device"], logger, construct_transform(config))
+        logger.info(set_color("FLOPs", "blue") + f": {flops}")
+
+    best_valid_score, best_valid_result = trainer.fit(
+        train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"]
+    )
+    test_result = trainer.evaluate(
+        test_data, load_best_model=saved, show_progress=config["show_progress"]
+    )
+    result = {
+        "best_valid_score": best_valid_score,
+        "valid_score_bigger": config["valid_metric_bigger"],
+        "best_valid_result": best_valid_result,
+        "test_result": test_result,
+    }
+    return result, trainer, test_data
+
+
+def run_recbole_llm(
+    model=None, dataset=None, config_file_list=None, config_dict=None, saved=True, queue=None
+):
+    """Train and test one model on one dataset, as ``recbole.quick_start.run_recbole`` does.
+
+    Args:
+        model (str): model class name (ours or RecBole's).
+        dataset (str): dataset name; defaults to the model YAML's ``default_dataset``.
+        config_file_list (list of str): YAML config files.
+        config_dict (dict): parameters that override the files.
+        saved (bool): save the best checkpoint and reload it for the test evaluation.
+        queue: a multiprocessing queue that rank 0 puts the result on (used by :func:`run`).
+
+    Returns:
+        dict: ``best_valid_score``, ``valid_score_bigger``, ``best_valid_result``,
+        ``test_result``.
+    """
+    config = Config(
+        model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
+    )
+    init_seed(config["seed"], config["reproducibility"])
+    _make_output_dirs(config)
+    init_logger(config)
+    logger = getLogger()
+    logger.info(sys.argv)
+    logger.info(config)
+
+    result, _, _ = train_and_test(config, saved=saved)
+
+    logger.info(
+        "The running environment of this training is as follows:\n" + get_environment(config).draw()
+    )
+    logger.info(set_color("best valid ", "yellow") + f": {result['best_valid_result']}")
+    logger.info(set_color("test result", "yellow") + f": {result['test_result']}")
+    if not config["single_spec"]:
+        import torch.distributed as dist
+
+        dist.destroy_process_group()
+    if config["local_rank"] == 0 and queue is not None:
+        queue.put(result)
+    return result
+
+
+def run_recbole_llms(rank, *args):
+    """Worker for :func:`run`: one rank of a distributed run (spawned by torch)."""
+    kwargs = args[-1]
+    if not isinstance(kwargs, MutableMapping):
+        raise ValueError(f"the last argument must be a dict, got {type(kwargs).__name__}")
+    import torch
+
+    config_dict = dict(kwargs.get("config_dict") or {})
+    config_dict["local_rank"] = rank
+    if not torch.cuda.is_available():
+        # ranks share the CPU cores; oversubscribing them makes every rank slower
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // max(1, config_dict["nproc"])))
+    run_recbole_llm(*args[:3], config_dict=config_dict, queue=kwargs.get("queue"))
+
+
+def run(
+    model,
+    dataset,
+    config_file_list=None,
+    config_dict=None,
+    saved=True,
+    nproc=1,
+    world_size=-1,
+    ip="localhost",
+    port="5678",
+    group_offset=0,
+):
+    """Train and test, in one process or ``nproc`` distributed ones (RecBole's ``run``).
+
+    Distributed runs use NCCL on GPUs and gloo on the CPU. For several machines, call this on
+    each with the total ``world_size`` and that machine's first global rank as
+    ``group_offset``.
+    """
+    if nproc == 1 and world_size <= 0:
+        return run_recbole_llm(
+            model=model,
+            dataset=dataset,
+            config_file_list=config_file_list,
+            config_dict=config_dict,
+            saved=saved,
+        )
+    import torch.multiprocessing as mp
+
+    if world_size == -1:
+        world_size = nproc
+    queue = mp.get_context("spawn").SimpleQueue()
+    config_dict = dict(config_dict or {})
+    config_dict.update(
+        {"world_size": world_size, "ip": ip, "port": port, "nproc": nproc, "offset": group_offset}
+    )
+    kwargs = {"config_dict": config_dict, "queue": queue}
+    mp.spawn(
+        run_recbole_llms, args=(model, dataset, config_file_list, kwargs), nprocs=nproc, join=True
+    )
+    return None if queue.empty() else queue.get()
+
+
+def _report_to_ray(result):
+    """Report to ray tune only inside a ray tune trial (RecBole calls it unconditionally)."""
+    if "ray" not in sys.modules:
+        return
+    from ray import tune
+
+    if tune.is_session_enabled():
+        tune.report(**result)
+
+
+def objective_function(config_dict=None, config_file_list=None, saved=True):
+    """Train and test once for RecBole's ``HyperTuning``; returns its result dict.
+
+    The dict includes ``model`` (``HyperTuning.trial`` reads it). Nothing is sent to ray unless
+    the call runs inside a ray tune trial.
+    """
+    config = Config(config_dict=config_dict, config_file_list=config_file_list)
+    init_seed(config["seed"], config["reproducibility"])
+    logger = getLogger()
+    for handler in logger.handlers[:]:
+        logger.removeHandler(handler)
+    _make_output_dirs(config)
+    init_logger(config)
+    logging.basicConfig(level=logging.ERROR)
+    result, _, _ = train_and_test(config, saved=saved, verbose=False)
+    _report_to_ray(result["test_result"])
+    return {"model": config["model"], **result}
+
+
+_SINGLE_PROCESS = {"single_spec": True, "local_rank": 0}
+
+
+def load_data_and_model(model_file, config_dict=None):
+    """Reload a checkpoint written by our entry points, with its dataset and dataloaders.
+
+    Args:
+        model_file (str): path of the ``.pth`` checkpoint.
+        config_dict (dict): keys to override in the saved config, e.g. ``data_path`` (the
+            dataset's own folder) when the data moved.
+
+    Returns:
+        tuple: ``(config, model, dataset, train_data, valid_data, test_data)``; the model is in
+        eval mode (the trainer switches it back to training when it trains).
+    """
+    import torch
+
+    compat.apply()
+    checkpoint = compat.load_checkpoint(model_file, map_location="cpu")
+    config = checkpoint["config"]
+    # a checkpoint of a distributed run still holds its process-group settings
+    for key, value in _SINGLE_PROCESS.items():
+        config[key] = value
+    for key in ("world_size", "nproc", "offset", "ip", "port"):
+        config.final_config_dict.pop(key, None)
+    if config["device"].type == "cuda" and not torch.cuda.is_available():
+        config["device"] = torch.device("cpu")
+    for key, value in (config_dict or {}).items():
+        config[key] = value
+
+    init_seed(config["seed"], config["reproducibility"])
+    init_logger(config)
+    logger = getLogger()
+    logger.info(config)
+
+    dataset = create_dataset(config)
+    logger.info(dataset)
+    train_data, valid_data, test_data = data_preparation(config, dataset)
+    init_seed(config["seed"], config["reproducibility"])
+    model = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model.load_state_dict(checkpoint["state_dict"])
+    model.load_other_parameter(checkpoint.get("other_parameter"))
+    model.eval()
+    return config, model, dataset, train_data, valid_data, test_data

@@ -1,0 +1,152 @@
+"""Trainers: RecBole's, with the fixes RecBole 1.2.1 needs on torch >= 2.6 and on CPU DDP.
+
+:func:`with_compat` mixes :class:`CompatTrainerMixin` into whatever trainer class RecBole (or a
+model of ours) picks, so every model trained through our entry points gets the same fixes and
+nothing outside those trainers is patched.
+"""
+
+import time
+
+from recbole.evaluator import Evaluator
+from recbole.evaluator.base_metric import TopkMetric
+from recbole.trainer import Trainer
+from torch.nn.parallel import DistributedDataParallel
+
+from recbole_llm.compat import load_checkpoint
+
+
+class RecordingEvaluator(Evaluator):
+    """RecBole's evaluator that keeps the last evaluated data, for per-user metric values."""
+
+    last_struct = None
+
+    def evaluate(self, dataobject):
+        self.last_struct = dataobject
+        return super().evaluate(dataobject)
+
+    def per_user(self):
+        """``{"ndcg@10": array[n_users], ...}`` for the top-k metrics of the last evaluation,
+        in the evaluation dataloader's user order (RecBole only returns their means)."""
+        if self.last_struct is None:
+            raise RuntimeError("nothing has been evaluated yet")
+        values = {}
+        for name, metric in self.metric_class.items():
+            if not isinstance(metric, TopkMetric):
+                continue
+            info = metric.metric_info(*metric.used_info(self.last_struct))
+            for k in metric.topk:
+                values[f"{name}@{k}"] = info[:, k - 1]
+        return values
+
+
+class CompatTrainerMixin:
+    """Fixes for ``recbole/trainer/trainer.py`` (RecBole 1.2.1).
+
+    - ``resume_checkpoint`` and ``evaluate(load_best_model=True)`` load the checkpoint with
+      ``weights_only=False`` (lines 323 and 583 fail on torch >= 2.6 otherwise).
+    - DDP on the CPU: RecBole wraps the model with ``device_ids=[local_rank]`` (lines 61-64),
+      which only works for CUDA modules; on the CPU we wrap without device ids.
+    - DDP checkpoint race: each rank names its own checkpoint and only rank 0 writes one, so
+      before loading the best model all ranks agree on rank 0's file and wait for it.
+
+    It also records what benchmarks need: seconds per training epoch (``epoch_seconds``),
+    seconds of the last evaluation (``eval_seconds``) and per-user metric values
+    (:meth:`per_user_metrics`).
+    """
+
+    def __init__(self, config, model):
+        cpu_ddp = not config["single_spec"] and config["device"].type == "cpu"
+        if cpu_ddp:
+            config["single_spec"] = True  # keep AbstractTrainer from building a CUDA-only wrapper
+        try:
+            super().__init__(config, model)
+        finally:
+            if cpu_ddp:
+                config["single_spec"] = False
+        if cpu_ddp:
+            self.distributed_model = DistributedDataParallel(self.model)
+        if isinstance(getattr(self, "evaluator", None), Evaluator):
+            self.evaluator = RecordingEvaluator(config)
+        self.epoch_seconds = []
+        self.eval_seconds = None
+
+    def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
+        start = time.perf_counter()
+        loss = super()._train_epoch(
+            train_data, epoch_idx, loss_func=loss_func, show_progress=show_progress
+        )
+        self.epoch_seconds.append(time.perf_counter() - start)
+        return loss
+
+    def per_user_metrics(self):
+        """Per-user values of the top-k metrics of the last evaluation (see RecordingEvaluator)."""
+        return self.evaluator.per_user()
+
+    def _agreed_checkpoint_file(self, model_file):
+        if model_file:
+            return model_file
+        if not self.config["single_spec"]:
+            import torch.distributed as dist
+
+            names = [self.saved_model_file]
+            dist.broadcast_object_list(names, src=0)
+            dist.barrier()
+            self.saved_model_file = names[0]
+        return self.saved_model_file
+
+    def load_best_model(self, model_file=None):
+        """Load model parameters from ``model_file`` or this run's best checkpoint."""
+        checkpoint_file = self._agreed_checkpoint_file(model_file)
+        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
+
+    def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
+        """RecBole's evaluate; the best-model load goes through :meth:`load_best_model`."""
+        if eval_data and load_best_model:
+            self.load_best_model(model_file)
+        start = time.perf_counter()
+        result = super().evaluate(
+            eval_data, load_best_model=False, model_file=model_file, show_progress=show_progress
+        )
+        self.eval_seconds = time.perf_counter() - start
+        return result
+
+    def resume_checkpoint(self, resume_file):
+        """Resume training from a checkpoint (RecBole's logic, loading with weights_only=False)."""
+        resume_file = str(resume_file)
+        self.saved_model_file = resume_file
+        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        self.start_epoch = checkpoint["epoch"] + 1
+        self.cur_step = checkpoint["cur_step"]
+        self.best_valid_score = checkpoint["best_valid_score"]
+        if checkpoint["config"]["model"].lower() != self.config["model"].lower():
+            self.logger.warning(
+                "Architecture configuration given in config file is different from that of "
+                "checkpoint. This may yield an exception while state_dict is being loaded."
+            )
+        self.model.load_state_dict(checkpoint["state_dict"])
+        self.model.load_other_parameter(checkpoint.get("other_parameter"))
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+_compat_classes = {}
+
+
+def with_compat(trainer_class):
+    """Return ``trainer_class`` with :class:`CompatTrainerMixin` mixed in (cached per class).
+
+    Trainers outside RecBole's ``Trainer`` hierarchy (decision trees) load nothing through
+    ``torch.load`` and are returned unchanged.
+    """
+    if not issubclass(trainer_class, Trainer) or issubclass(trainer_class, CompatTrainerMixin):
+        return trainer_class
+    if trainer_class not in _compat_classes:
+        _compat_classes[trainer_class] = type(
+            trainer_class.__name__,
+            (CompatTrainerMixin, trainer_class),
+            {"__module__": __name__, "__doc__": trainer_class.__doc__},
+        )
+    return _compat_classes[trainer_class]
