@@ -5,6 +5,7 @@ model of ours) picks, so every model trained through our entry points gets the s
 nothing outside those trainers is patched.
 """
 
+import inspect
 import time
 
 from recbole.evaluator import Evaluator
@@ -33,7 +34,13 @@ class RecordingEvaluator(Evaluator):
         for name, metric in self.metric_class.items():
             if not isinstance(metric, TopkMetric):
                 continue
-            info = metric.metric_info(*metric.used_info(self.last_struct))
+            pos_index, pos_len = metric.used_info(self.last_struct)
+            takes_len = len(inspect.signature(metric.metric_info).parameters) > 1
+            info = (
+                metric.metric_info(pos_index, pos_len)
+                if takes_len
+                else metric.metric_info(pos_index)
+            )
             for k in metric.topk:
                 values[f"{name}@{k}"] = info[:, k - 1]
         return values

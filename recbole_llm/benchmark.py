@@ -1,0 +1,438 @@
+"""Benchmark runner: named suites of (model, dataset, seed, shared config) runs.
+
+A suite is a YAML file::
+
+    name: multi-interest-ml-100k          # results go to results/runs/<name>/
+    dataset: ml-100k
+    seeds: [2020, 2021, 2022]
+    config_files: [../configs/ml-100k-seq.yaml]   # one shared config for every model
+    config: {epochs: 50}                           # more shared keys (optional)
+    runs:
+      - Pop
+      - model: REMI
+        label: REMI-SSM                            # row name (default: the model)
+        config: {loss_type: SSM}                   # this row's own keys (optional)
+    comparisons: [[REMI, SASRec]]                  # paired bootstrap: A minus B
+    report: {output: ../../results/x.md, metrics: [recall, ndcg], topk: [10, 20]}
+
+Paths are relative to the suite file. Each run is identified by a hash of its full config
+(model, dataset, seed, every shared and own key), runs in its own process, and writes one JSON
+row with RecBole's valid/test results, per-user test metrics, epochs and seconds per epoch.
+Finished runs are never redone, so an interrupted suite resumes where it stopped. The Markdown
+report gives mean +- std over seeds and, for each comparison, the paired per-user bootstrap 95 %
+interval of the difference.
+
+    python benchmarks/run_suite.py benchmarks/suites/multi_interest_ml-100k.yaml
+"""
+
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import yaml
+
+SCHEMA = 1
+
+
+def load_suite(path):
+    """Read and check a suite file; returns a dict with absolute paths and expanded runs."""
+    with open(path, encoding="utf-8") as f:
+        suite = yaml.safe_load(f) or {}
+    base = os.path.dirname(os.path.abspath(path))
+    for key in ("name", "dataset", "runs"):
+        if key not in suite:
+            raise ValueError(f"Suite '{path}' has no '{key}'.")
+    suite["path"] = os.path.abspath(path)
+    suite["seeds"] = suite.get("seeds") or [2020]
+    suite["config_files"] = [os.path.join(base, f) for f in suite.get("config_files") or []]
+    suite["config"] = suite.get("config") or {}
+    runs = []
+    for entry in suite["runs"]:
+        entry = {"model": entry} if isinstance(entry, str) else dict(entry)
+        if "model" not in entry:
+            raise ValueError(f"Suite '{path}': every run needs a model, got {entry}")
+        entry.setdefault("label", entry["model"])
+        entry["config"] = entry.get("config") or {}
+        runs.append(entry)
+    labels = [r["label"] for r in runs]
+    duplicates = {label for label in labels if labels.count(label) > 1}
+    if duplicates:
+        raise ValueError(f"Suite '{path}': labels must be unique, repeated: {sorted(duplicates)}")
+    for pair in suite.get("comparisons") or []:
+        unknown = [label for label in pair if label not in labels]
+        if len(pair) != 2 or unknown:
+            raise ValueError(f"Suite '{path}': comparison {pair} must name two run labels")
+    suite["runs"] = runs
+    report = dict(suite.get("report") or {})
+    report["output"] = os.path.join(base, report["output"]) if report.get("output") else None
+    report.setdefault("metrics", ["recall", "ndcg", "mrr", "hit"])
+    report.setdefault("topk", [10, 20, 50])
+    report.setdefault("compare_metric", "ndcg@10")
+    suite["report"] = report
+    suite["results_dir"] = os.path.join(
+        os.path.dirname(report["output"]) if report["output"] else base, "runs", suite["name"]
+    )
+    return suite
+
+
+def shared_config(suite):
+    """The shared config of a suite: its config files merged in order, then ``config``."""
+    merged = {}
+    for path in suite["config_files"]:
+        with open(path, encoding="utf-8") as f:
+            merged.update(yaml.safe_load(f) or {})
+    merged.update(suite["config"])
+    return merged
+
+
+def run_spec(suite, entry, seed):
+    """Everything that defines one run; its hash is the run's identity."""
+    config = shared_config(suite)
+    config.update(entry["config"])
+    config["seed"] = seed
+    spec = {
+        "model": entry["model"],
+        "dataset": suite["dataset"],
+        "seed": seed,
+        "config": config,
+    }
+    canonical = json.dumps(spec, sort_keys=True, default=str)
+    spec["hash"] = hashlib.sha256(canonical.encode()).hexdigest()[:12]
+    spec["label"] = entry["label"]
+    return spec
+
+
+def row_path(suite, spec):
+    return os.path.join(
+        suite["results_dir"], f"{spec['label']}-seed{spec['seed']}-{spec['hash']}.json"
+    )
+
+
+def _to_builtin(value):
+    if isinstance(value, dict):
+        return {str(k): _to_builtin(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_builtin(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def evaluation_keys(loader):
+    """One key per evaluated row, in evaluation order: the user id (sequential and session
+    datasets evaluate one row per user or sample; a repeated id gets ``#n``)."""
+    if getattr(loader, "is_sequential", True) or not hasattr(loader, "uid_list"):
+        uid_field = loader._dataset.uid_field
+        ids = loader._dataset.inter_feat[uid_field].tolist()
+    else:
+        ids = loader.uid_list.tolist()
+    seen, keys = {}, []
+    for uid in ids:
+        seen[uid] = seen.get(uid, 0) + 1
+        keys.append(str(uid) if seen[uid] == 1 else f"{uid}#{seen[uid]}")
+    return keys
+
+
+def execute(spec, data_path=None, workdir=None):
+    """Run one spec in this process and return its results row (the worker's job)."""
+    import torch
+    from recbole.utils import init_logger, init_seed
+
+    from recbole_llm.config import Config
+    from recbole_llm.quick_start import _make_output_dirs, train_and_test
+
+    config_dict = dict(spec["config"])
+    if data_path:
+        config_dict["data_path"] = data_path
+    workdir = workdir or os.getcwd()
+    config_dict.setdefault("checkpoint_dir", os.path.join(workdir, "saved"))
+    config = Config(model=spec["model"], dataset=spec["dataset"], config_dict=config_dict)
+    init_seed(config["seed"], config["reproducibility"])
+    _make_output_dirs(config)
+    init_logger(config)
+    start = time.perf_counter()
+    result, trainer, test_data = train_and_test(config, saved=True)
+    wall = time.perf_counter() - start
+    per_user = trainer.per_user_metrics()
+    return _to_builtin(
+        {
+            "schema": SCHEMA,
+            **{k: spec[k] for k in ("label", "model", "dataset", "seed", "hash", "config")},
+            "status": "ok",
+            "valid": dict(result["best_valid_result"] or {}),
+            "test": dict(result["test_result"]),
+            "per_user_test": {k: np.round(v, 6) for k, v in per_user.items()},
+            "users": evaluation_keys(test_data),
+            "epochs": len(trainer.epoch_seconds),
+            "seconds_per_epoch": (
+                float(np.mean(trainer.epoch_seconds)) if trainer.epoch_seconds else 0.0
+            ),
+            "test_eval_seconds": trainer.eval_seconds,
+            "wall_seconds": wall,
+            "versions": {"python": platform.python_version(), "torch": torch.__version__},
+            "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+    )
+
+
+def _worker_main(spec_file, out_file, data_path):
+    with open(spec_file, encoding="utf-8") as f:
+        spec = json.load(f)
+    row = execute(spec, data_path=data_path or None)
+    tmp = out_file + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(row, f)
+    os.replace(tmp, out_file)
+
+
+def write_row(path, row):
+    """Write a results row atomically."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(row, f, indent=1, sort_keys=True)
+    os.replace(tmp, path)
+
+
+def run_suite(suite, data_path=None, only=None, timeout=None, log=print):
+    """Run every (run, seed) of a suite that has no results row yet; returns the rows."""
+    specs = [run_spec(suite, entry, seed) for seed in suite["seeds"] for entry in suite["runs"]]
+    if only:
+        specs = [s for s in specs if s["label"] in only or s["model"] in only]
+    todo = [s for s in specs if not os.path.exists(row_path(suite, s))]
+    log(f"suite {suite['name']}: {len(specs)} runs, {len(specs) - len(todo)} already done")
+    if data_path is None and "data_path" not in shared_config(suite):
+        data_path = os.path.abspath("dataset")  # RecBole's default root, from where we run
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    started = time.time()
+    for index, spec in enumerate(todo, 1):
+        log(f"[{index}/{len(todo)}] {spec['label']} seed {spec['seed']} ({spec['hash']}) ...")
+        run_start = time.time()
+        with tempfile.TemporaryDirectory(prefix="recbole-llm-run-") as workdir:
+            spec_file = os.path.join(workdir, "spec.json")
+            out_file = os.path.join(workdir, "row.json")
+            with open(spec_file, "w", encoding="utf-8") as f:
+                json.dump(spec, f)
+            proc = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "recbole_llm.benchmark",
+                    "--worker",
+                    spec_file,
+                    out_file,
+                    data_path or "",
+                ],
+                cwd=workdir,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+            if proc.returncode != 0 or not os.path.exists(out_file):
+                tail = (proc.stdout + proc.stderr)[-2000:]
+                log(f"    FAILED (exit {proc.returncode}); not recorded, rerun to retry:\n{tail}")
+                continue
+            with open(out_file, encoding="utf-8") as f:
+                row = json.load(f)
+        write_row(row_path(suite, spec), row)
+        elapsed = time.time() - started
+        eta = elapsed / index * (len(todo) - index)
+        metric = suite["report"]["compare_metric"]
+        log(
+            f"    done in {time.time() - run_start:.0f} s: {metric} {row['test'].get(metric)}, "
+            f"{row['epochs']} epochs x {row['seconds_per_epoch']:.1f} s; ETA {eta / 60:.0f} min"
+        )
+    return load_rows(suite)
+
+
+def load_rows(suite):
+    """Rows of the suite's current specs that exist on disk, keyed by (label, seed)."""
+    rows = {}
+    for seed in suite["seeds"]:
+        for entry in suite["runs"]:
+            path = row_path(suite, run_spec(suite, entry, seed))
+            if os.path.exists(path):
+                with open(path, encoding="utf-8") as f:
+                    rows[(entry["label"], seed)] = json.load(f)
+    return rows
+
+
+def paired_bootstrap(deltas, n_resamples=2000, seed=0):
+    """Mean and 95 % percentile interval of the mean of per-user differences."""
+    deltas = np.asarray(deltas, dtype=float)
+    rng = np.random.default_rng(seed)
+    index = rng.integers(0, len(deltas), size=(n_resamples, len(deltas)))
+    means = deltas[index].mean(axis=1)
+    return float(deltas.mean()), float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))
+
+
+def compare(rows, label_a, label_b, seeds, metric):
+    """Paired per-user comparison of two labels on one metric, pooled over common seeds.
+
+    Users are paired by id within a seed; each user's difference is averaged over seeds, then
+    users are resampled. Returns None when no seed has both runs.
+    """
+    per_user = {}
+    for seed in seeds:
+        a, b = rows.get((label_a, seed)), rows.get((label_b, seed))
+        if not a or not b:
+            continue
+        users_a = a.get("users") or list(range(len(a["per_user_test"][metric])))
+        users_b = b.get("users") or list(range(len(b["per_user_test"][metric])))
+        values_b = dict(zip(users_b, b["per_user_test"][metric]))
+        for user, value in zip(users_a, a["per_user_test"][metric]):
+            if user in values_b:
+                per_user.setdefault(user, []).append(value - values_b[user])
+    if not per_user:
+        return None
+    deltas = [np.mean(v) for v in per_user.values()]
+    mean, low, high = paired_bootstrap(deltas)
+    base = np.mean([rows[(label_b, s)]["test"][metric] for s in seeds if (label_b, s) in rows])
+    return {
+        "mean": mean,
+        "low": low,
+        "high": high,
+        "relative": mean / base if base else None,
+        "users": len(deltas),
+    }
+
+
+def _mean_std(values):
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+
+
+def render_report(suite, rows):
+    """The suite's Markdown report."""
+    report = suite["report"]
+    metric_keys = [f"{m}@{k}" for k in report["topk"] for m in report["metrics"]]
+    lines = [f"# {suite.get('title', suite['name'])}", ""]
+    if suite.get("description"):
+        lines += [suite["description"].strip(), ""]
+    seeds = suite["seeds"]
+    lines += [
+        f"Dataset `{suite['dataset']}`, seeds {seeds}; test metrics (full ranking), mean ± std "
+        "over seeds; the checkpoint is the epoch with the best validation "
+        f"`{shared_config(suite).get('valid_metric', 'MRR@10')}`.",
+        "",
+        "| model | " + " | ".join(metric_keys) + " | epochs | s/epoch | runs |",
+        "|---|" + "---:|" * (len(metric_keys) + 3),
+    ]
+    for entry in suite["runs"]:
+        found = [rows[(entry["label"], s)] for s in seeds if (entry["label"], s) in rows]
+        cells = [_mean_std([r["test"][k] for r in found if k in r["test"]]) for k in metric_keys]
+        epochs = _mean_std([r["epochs"] for r in found]).replace(".0000", "")
+        seconds = f"{np.mean([r['seconds_per_epoch'] for r in found]):.1f}" if found else "-"
+        lines.append(
+            f"| {entry['label']} | "
+            + " | ".join(cells)
+            + f" | {epochs} | {seconds} | {len(found)}/{len(seeds)} |"
+        )
+    if suite.get("comparisons"):
+        metric = report["compare_metric"]
+        lines += [
+            "",
+            f"Paired per-user bootstrap (2,000 resamples) of the test {metric} difference A − B, "
+            "each user's difference averaged over seeds:",
+            "",
+            "| A | B | A − B | relative | 95 % interval | users |",
+            "|---|---|---:|---:|---|---:|",
+        ]
+        for label_a, label_b in suite["comparisons"]:
+            result = compare(rows, label_a, label_b, seeds, metric)
+            if result is None:
+                lines.append(f"| {label_a} | {label_b} | - | - | - | - |")
+                continue
+            relative = (
+                f"{100 * result['relative']:+.1f} %" if result["relative"] is not None else "-"
+            )
+            lines.append(
+                f"| {label_a} | {label_b} | {result['mean']:+.4f} | {relative} | "
+                f"[{result['low']:+.4f}, {result['high']:+.4f}] | {result['users']} |"
+            )
+    lines += [
+        "",
+        "## Configuration",
+        "",
+        "Shared by every row:",
+        "",
+        "```yaml",
+        yaml.safe_dump(shared_config(suite), sort_keys=True).strip(),
+        "```",
+        "",
+    ]
+    own = [
+        (e["label"], e["model"], e["config"])
+        for e in suite["runs"]
+        if e["config"] or e["label"] != e["model"]
+    ]
+    if own:
+        lines += ["Rows with their own keys:", ""]
+        for label, model, config in own:
+            lines.append(f"- {label}: model `{model}`, `{json.dumps(config, sort_keys=True)}`")
+        lines.append("")
+    relative_suite = os.path.relpath(suite["path"], os.getcwd())
+    lines += [
+        f"Reproduce: `python benchmarks/run_suite.py {relative_suite}` (finished runs are reused; "
+        f"rows are in `{os.path.relpath(suite['results_dir'], os.path.dirname(report['output'] or suite['path']))}/`).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_report(suite, rows):
+    """Write the suite's report to ``report.output`` atomically; returns the path."""
+    text = render_report(suite, rows)
+    path = suite["report"]["output"]
+    if path:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    return path, text
+
+
+def main(argv=None):
+    """``python benchmarks/run_suite.py SUITE [--only LABEL ...] [--report-only]``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run a benchmark suite and write its report.")
+    parser.add_argument("suite", help="suite YAML file")
+    parser.add_argument("--only", nargs="*", help="run only these labels or models")
+    parser.add_argument("--report-only", action="store_true", help="write the report, run nothing")
+    parser.add_argument(
+        "--data_path", default=None, help="data root (default: the suite's, else ./dataset)"
+    )
+    parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    args = parser.parse_args(argv)
+    suite = load_suite(args.suite)
+    if args.report_only:
+        rows = load_rows(suite)
+    else:
+        data_path = os.path.abspath(args.data_path) if args.data_path else None
+        rows = run_suite(suite, data_path=data_path, only=args.only, timeout=args.timeout)
+    path, text = write_report(suite, rows)
+    print(text)
+    if path:
+        print(f"written to {path}")
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--worker":
+        _worker_main(sys.argv[2], sys.argv[3], sys.argv[4] if len(sys.argv) > 4 else "")
+    else:
+        main()

@@ -1,0 +1,127 @@
+"""The benchmark runner: run identity, resume, per-user rows, report and bootstrap."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from recbole_llm import benchmark
+
+
+@pytest.fixture
+def tiny_suite(tmp_path, synthetic_root):
+    shared = {
+        "epochs": 1,
+        "MAX_ITEM_LIST_LENGTH": 10,
+        "hidden_size": 16,
+        "train_batch_size": 256,
+        "metrics": ["Recall", "NDCG", "MRR", "Hit"],
+        "topk": [5, 10],
+        "valid_metric": "NDCG@10",
+        "state": "ERROR",
+        "show_progress": False,
+        "data_path": synthetic_root,
+        "load_col": {"inter": ["user_id", "item_id", "rating", "timestamp"]},
+    }
+    (tmp_path / "shared.yaml").write_text(yaml.safe_dump(shared))
+    suite = {
+        "name": "tiny",
+        "dataset": "synth",
+        "seeds": [1, 2],
+        "config_files": ["shared.yaml"],
+        "runs": [
+            "Pop",
+            {"model": "SASRec", "label": "SASRec-fast", "config": {"learning_rate": 0.01}},
+        ],
+        "comparisons": [["SASRec-fast", "Pop"]],
+        "report": {"output": "out/tiny.md", "metrics": ["recall", "ndcg"], "topk": [5, 10]},
+    }
+    path = tmp_path / "suite.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    return str(path)
+
+
+def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path):
+    suite = benchmark.load_suite(tiny_suite)
+    logs = []
+    rows = benchmark.run_suite(suite, log=logs.append)
+    assert len(rows) == 4
+    row = rows[("SASRec-fast", 1)]
+    assert row["status"] == "ok" and row["epochs"] == 1 and row["seconds_per_epoch"] > 0
+    assert row["config"]["learning_rate"] == 0.01 and row["config"]["seed"] == 1
+    per_user = np.array(row["per_user_test"]["ndcg@10"])
+    assert len(per_user) == len(row["users"]) == 60
+    for metric in ("recall@5", "ndcg@10", "mrr@10", "hit@5"):
+        values = np.array(row["per_user_test"][metric])
+        assert abs(values.mean() - row["test"][metric]) < 1e-4, f"{metric}: mean of per-user values"
+
+    files = sorted(os.listdir(suite["results_dir"]))
+    assert len(files) == 4 and files[0].startswith("Pop-seed1-")
+    with open(os.path.join(suite["results_dir"], files[0]), encoding="utf-8") as f:
+        assert json.load(f)["model"] == "Pop", "rows are plain JSON"
+
+    # resume: nothing is rerun
+    logs.clear()
+    benchmark.run_suite(suite, log=logs.append)
+    assert "4 runs, 4 already done" in logs[0] and len(logs) == 1
+
+    # --only restricts the runs: a missing SASRec row is not redone when only Pop is asked for
+    os.remove(os.path.join(suite["results_dir"], files[-1]))
+    assert len(benchmark.run_suite(suite, only=["Pop"], log=lambda *_: None)) == 3
+
+    # a changed shared key is a new run identity
+    changed = dict(suite, config={"learning_rate": 0.002})
+    assert benchmark.run_spec(changed, suite["runs"][0], 1)["hash"] != row_hash(suite, "Pop", 1)
+
+    path, text = benchmark.write_report(suite, benchmark.run_suite(suite, log=lambda *_: None))
+    assert os.path.exists(path) and path.endswith(os.path.join("out", "tiny.md"))
+    assert "| SASRec-fast |" in text and " ± " in text and "2/2" in text
+    assert "| SASRec-fast | Pop |" in text and "95 % interval" in text
+    assert "learning_rate" in text and "run_suite.py" in text
+
+
+def row_hash(suite, label, seed):
+    entry = next(e for e in suite["runs"] if e["label"] == label)
+    return benchmark.run_spec(suite, entry, seed)["hash"]
+
+
+def test_bad_suites_are_rejected(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "dataset": "d", "runs": ["A", "A"]}))
+    with pytest.raises(ValueError, match="labels must be unique"):
+        benchmark.load_suite(str(path))
+    path.write_text(
+        yaml.safe_dump({"name": "x", "dataset": "d", "runs": ["A"], "comparisons": [["A", "B"]]})
+    )
+    with pytest.raises(ValueError, match="must name two run labels"):
+        benchmark.load_suite(str(path))
+    path.write_text(yaml.safe_dump({"name": "x", "runs": ["A"]}))
+    with pytest.raises(ValueError, match="has no 'dataset'"):
+        benchmark.load_suite(str(path))
+
+
+def test_paired_bootstrap_and_comparison_from_known_rows():
+    assert benchmark.paired_bootstrap([0.1] * 50) == pytest.approx((0.1, 0.1, 0.1))
+    mean, low, high = benchmark.paired_bootstrap(np.linspace(-1, 3, 401))
+    assert mean == pytest.approx(1.0) and low < 1.0 < high and high - low < 0.5
+
+    def row(values, users):
+        return {
+            "per_user_test": {"ndcg@10": values},
+            "users": users,
+            "test": {"ndcg@10": np.mean(values)},
+        }
+
+    rows = {
+        ("A", 1): row([0.5, 0.4, 0.3], ["u1", "u2", "u3"]),
+        ("B", 1): row([0.2, 0.4, 0.1], ["u3", "u2", "u1"]),  # other order: paired by user id
+        ("A", 2): row([0.6, 0.4, 0.3], ["u1", "u2", "u3"]),
+        ("B", 2): row([0.3, 0.3, 0.1], ["u1", "u2", "u3"]),
+    }
+    result = benchmark.compare(rows, "A", "B", [1, 2], "ndcg@10")
+    # per-user deltas: u1 (0.4, 0.3), u2 (0.0, 0.1), u3 (0.1, 0.2) -> means 0.35, 0.05, 0.15
+    assert result["mean"] == pytest.approx((0.35 + 0.05 + 0.15) / 3)
+    assert result["users"] == 3
+    assert benchmark.compare(rows, "A", "C", [1, 2], "ndcg@10") is None
