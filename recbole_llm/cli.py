@@ -23,15 +23,37 @@ def build_parser():
     parser.add_argument("--port", type=str, default="5678", help="port of rank 0")
     parser.add_argument("--world_size", type=int, default=-1, help="processes on all machines")
     parser.add_argument("--group_offset", type=int, default=0, help="first global rank here")
+    parser.add_argument(
+        "--semantics",
+        action="store_true",
+        help="only run the LLM-semantics step for this model and dataset (EIMF, LLM4SBR)",
+    )
+    parser.add_argument(
+        "--refresh", action="store_true", help="with --semantics: regenerate cached LLM replies"
+    )
     return parser
 
 
+OUR_FLAGS = ("--semantics", "--refresh")
+
+
 def main(argv=None):
-    """Parse the command line and run; returns the result dict (None on non-zero ranks)."""
-    from recbole_llm.quick_start import run
+    """Parse the command line and run; returns the result dict, or the semantic manifest's path
+    with ``--semantics`` (None on non-zero ranks)."""
+    import sys
 
     args, _ = build_parser().parse_known_args(argv)
+    # RecBole's Config reads sys.argv itself; our plain flags are not config keys
+    sys.argv = [a for a in sys.argv if a not in OUR_FLAGS]
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
+    if args.semantics:
+        from recbole_llm.quick_start import run_semantics
+
+        return run_semantics(
+            args.model, args.dataset, config_file_list=config_file_list, refresh=args.refresh
+        )
+    from recbole_llm.quick_start import run
+
     return run(
         args.model,
         args.dataset,

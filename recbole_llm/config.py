@@ -2,7 +2,9 @@
 
 Precedence, later wins: RecBole's defaults (overall, its model YAML, sample, its dataset YAML,
 quick-start YAML) < our ``overall.yaml`` < our ``model/<Model>.yaml`` < our
-``dataset/<dataset>.yaml`` < user config files < ``config_dict`` < command line.
+``dataset/<dataset>.yaml`` < user config files < ``config_dict`` < command line. A model that
+wraps a backbone (its YAML or the user sets ``backbone``) gets the backbone's YAML files
+underneath its own: RecBole's with RecBole's defaults, ours just before the wrapper's.
 
 Only four hooks are overridden, each for one reason:
 
@@ -28,7 +30,30 @@ from recbole_llm import compat, registry
 
 #: Our keys that change what a dataset contains. A pickled dataset or saved dataloaders are
 #: reused only when these match too (RecBole compares only its own ``dataset_arguments``).
-DATASET_ARGUMENTS = ["dataset_class"]
+DATASET_ARGUMENTS = [
+    "dataset_class",
+    "semantics_dir",
+    "semantics_required",
+    "text_fields",
+    "category_field",
+    "item_noun",
+    "item_verb",
+    "llm_backend",
+    "llm_model",
+    "llm_max_new_tokens",
+    "llm_repetition_penalty",
+    "encoder_model",
+    "typical_selection",
+    "typical_ratio",
+    "ap_max_users",
+    "max_interests",
+    "prompt_max_items",
+    "interest_source",
+    "interest_fallback",
+    "typical_assignment",
+    "intent_topr",
+    "intent_aggregation",
+]
 
 FALLBACK_DATASET = "ml-100k"
 
@@ -93,10 +118,26 @@ class Config(RecBoleConfig):
     def _load_internal_config_dict(self, model, model_class, dataset):
         super()._load_internal_config_dict(model, model_class, dataset)
         root = properties_dir()
+        model_yaml = os.path.join(root, "model", f"{model}.yaml")
+        model_defaults = (
+            _read_yaml(model_yaml, self.yaml_loader) if os.path.isfile(model_yaml) else {}
+        )
+        # a wrapper model (EIMF, LLM4SBR) gets its backbone's defaults underneath its own
+        backbone = self.external_config_dict.get("backbone", model_defaults.get("backbone"))
+        backbone_layers = []
+        if backbone:
+            import recbole
+
+            recbole_props = os.path.join(os.path.dirname(recbole.__file__), "properties")
+            backbone_layers = [
+                os.path.join(recbole_props, "model", f"{backbone}.yaml"),
+                os.path.join(root, "model", f"{backbone}.yaml"),
+            ]
         for path in (
-            os.path.join(root, "overall.yaml"),
-            os.path.join(root, "model", f"{model}.yaml"),
-            os.path.join(root, "dataset", f"{dataset}.yaml"),
+            backbone_layers[:1]
+            + [os.path.join(root, "overall.yaml")]
+            + backbone_layers[1:]
+            + [model_yaml, os.path.join(root, "dataset", f"{dataset}.yaml")]
         ):
             if os.path.isfile(path):
                 self.internal_config_dict.update(_read_yaml(path, self.yaml_loader))

@@ -169,6 +169,30 @@ def run(
     return None if queue.empty() else queue.get()
 
 
+def run_semantics(model, dataset=None, config_file_list=None, config_dict=None, refresh=False):
+    """Run only the LLM-semantics step a model needs (EIMF, LLM4SBR); returns the manifest path.
+
+    Replies and embeddings come from the cache when they exist; ``refresh`` regenerates the
+    replies.
+    """
+    from recbole_llm.semantics.pipeline import run_pipeline
+
+    config = Config(
+        model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
+    )
+    kind = getattr(config.model_class, "semantics", None)
+    if kind is None:
+        raise ValueError(
+            f"Model {config['model']} uses no LLM semantics; --semantics applies to models that "
+            "do (EIMF, LLM4SBR)."
+        )
+    init_seed(config["seed"], config["reproducibility"])
+    _make_output_dirs(config)
+    init_logger(config)
+    getLogger().info(config)
+    return run_pipeline(config, kind, refresh=refresh)
+
+
 def _report_to_ray(result):
     """Report to ray tune only inside a ray tune trial (RecBole calls it unconditionally)."""
     if "ray" not in sys.modules:
@@ -207,7 +231,8 @@ def load_data_and_model(model_file, config_dict=None):
     Args:
         model_file (str): path of the ``.pth`` checkpoint.
         config_dict (dict): keys to override in the saved config, e.g. ``data_path`` (the
-            dataset's own folder) when the data moved.
+            dataset's own folder) when the data moved. Semantic files are loaded only if present
+            and valid (``semantics_required: False``): models predict without them.
 
     Returns:
         tuple: ``(config, model, dataset, train_data, valid_data, test_data)``; the model is in
@@ -225,6 +250,8 @@ def load_data_and_model(model_file, config_dict=None):
         config.final_config_dict.pop(key, None)
     if config["device"].type == "cuda" and not torch.cuda.is_available():
         config["device"] = torch.device("cpu")
+    # inference needs no LLM semantics: use them if present and valid, never create them
+    config["semantics_required"] = False
     for key, value in (config_dict or {}).items():
         config[key] = value
 

@@ -107,3 +107,13 @@ def write_synthetic_dataset(
                 title, genres = "", []
             f.write(f"{item}\t{title}\t{year}\t{' '.join(genres)}\n")
     return folder
+
+
+def write_synthetic_sessions(root, name="synth-session", source="synth", **kwargs):
+    """The synthetic dataset turned into session benchmark files by our session converter."""
+    from recbole_llm.data.sessions import write_session_dataset
+
+    source_folder = write_synthetic_dataset(root, source, **kwargs)
+    folder = os.path.join(root, name)
+    write_session_dataset(source_folder, source, folder, name)
+    return folder

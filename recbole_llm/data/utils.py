@@ -23,12 +23,16 @@ from recbole_llm.data.prepare import ensure_dataset
 
 
 def source_files(config):
-    """The files a dataset is built from: ``<dataset>.*`` in its data folder."""
-    folder, prefix = config["data_path"], f"{config['dataset']}."
-    if not os.path.isdir(folder):
-        return []
+    """The files a dataset is built from: ``<dataset>.*`` in its data folder and, when set
+    apart, in its semantics folder."""
+    prefix = f"{config['dataset']}."
+    folders = {os.path.abspath(config["data_path"])}
+    if config["semantics_dir"]:
+        folders.add(os.path.abspath(config["semantics_dir"]))
     return sorted(
         os.path.join(folder, name)
+        for folder in folders
+        if os.path.isdir(folder)
         for name in os.listdir(folder)
         if name.startswith(prefix) and os.path.isfile(os.path.join(folder, name))
     )
@@ -39,7 +43,7 @@ def source_fingerprint(config):
     digest = hashlib.sha256()
     for path in source_files(config):
         stat = os.stat(path)
-        digest.update(f"{os.path.basename(path)}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{path}\t{stat.st_size}\t{stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()
 
 

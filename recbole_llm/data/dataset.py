@@ -1,0 +1,203 @@
+"""Datasets that attach the semantic step's files to RecBole interactions.
+
+This is the only bridge between semantic files and tensors. Each class loads its files once,
+validates them (manifest, inputs, settings, ids, dimensions, NaN), keeps compact tables, and
+adds the per-row tensors to every batch in :meth:`join`, which RecBole's dataloaders call for
+training and evaluation batches alike.
+
+- :class:`EIMFDataset` (sequential): ``semantic_interests`` ``[B, M, D]`` and
+  ``semantic_interest_mask`` ``[B, M]`` (the interests of the row's user's typical user; all
+  False for a user without semantics), plus :meth:`~EIMFDataset.item_text_matrix` ``[N, D]``.
+- :class:`LLM4SBRDataset` (session benchmark files): ``long_intent`` and ``short_intent``
+  ``[B, D]`` of the row's sample.
+"""
+
+from logging import getLogger
+
+import numpy as np
+import torch
+from recbole.data.dataset import SequentialDataset
+from recbole.data.interaction import Interaction
+
+from recbole_llm.semantics import files
+from recbole_llm.semantics.files import SemanticsError
+
+INTERESTS = "semantic_interests"
+INTEREST_MASK = "semantic_interest_mask"
+LONG_INTENT = "long_intent"
+SHORT_INTENT = "short_intent"
+
+
+def _ids(dataset, field, tokens, path):
+    """Internal ids of raw tokens of ``field``; an unknown token is an error naming the file."""
+    mapping = dataset.field2token_id[field]
+    unknown = [t for t in tokens if t not in mapping]
+    if unknown:
+        raise SemanticsError(
+            f"'{path}' names {len(unknown)} {field} values unknown to dataset "
+            f"'{dataset.dataset_name}' (e.g. '{unknown[0]}'); it was made for other data. "
+            "Regenerate the semantics."
+        )
+    return np.array([mapping[t] for t in tokens], dtype=np.int64)
+
+
+def _item_text(dataset, manifest):
+    path = files.file_path(dataset.config, "itemtext")
+    table = files.read_table(path, "itemtext")
+    dim = manifest["dimensions"]["text"]
+    vectors = files.stack_vectors(path, "item_text", table["item_text"], dim)
+    ids = _ids(dataset, dataset.iid_field, table["iid"], path)
+    matrix = np.zeros((dataset.item_num, dim), dtype=np.float32)
+    matrix[ids] = vectors
+    covered = np.zeros(dataset.item_num, dtype=bool)
+    covered[ids] = True
+    if not covered[1:].all():
+        missing = dataset.field2id_token[dataset.iid_field][np.flatnonzero(~covered[1:])[0] + 1]
+        raise SemanticsError(
+            f"'{path}' has no vector for {int((~covered[1:]).sum())} items (e.g. '{missing}')."
+        )
+    return torch.from_numpy(matrix)
+
+
+class EIMFDataset(SequentialDataset):
+    """Sequential dataset with EIMF's semantics: typical users' interests and item text.
+
+    With ``semantics_required: False`` (used when a checkpoint is reloaded for inference)
+    missing or stale semantics are skipped instead of created: EIMF predicts from behaviour.
+    """
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.item_text = None
+        self._interest_table = None
+        self._user_row = None
+        self.semantics_manifest = None
+        self._load_semantics()
+
+    def _load_semantics(self):
+        from recbole_llm.semantics.pipeline import load_or_create, settings
+
+        config = self.config
+        if config["semantics_required"] is False:
+            try:
+                manifest = files.read_manifest(config, "eimf", settings(config, "eimf"), "")
+            except (SemanticsError, OSError, RuntimeError) as err:
+                # e.g. no semantic files, or the LLM they were made with is not installed here
+                getLogger().info(f"No semantics loaded (not needed for inference): {err}")
+                return
+        else:
+            manifest = load_or_create(config, "eimf")
+        self.item_text = _item_text(self, manifest)
+        max_interests, dim = manifest["dimensions"]["max_interests"], manifest["dimensions"]["text"]
+
+        path = files.file_path(config, "interest")
+        table = files.read_table(path, "interest")
+        vectors = files.stack_vectors(
+            path, "interest_emb", table["interest_emb"], max_interests * dim
+        )
+        counts = np.array(table["interest_num"], dtype=np.int64)
+        if ((counts < 0) | (counts > max_interests)).any():
+            raise SemanticsError(f"'{path}': interest_num must be within 0..{max_interests}.")
+        typical_ids = _ids(self, self.uid_field, table["tuid"], path)
+        # row 0: no semantics (users without a typical user, typical users without interests)
+        interests = np.zeros((len(counts) + 1, max_interests, dim), dtype=np.float32)
+        interests[1:] = vectors.reshape(-1, max_interests, dim)
+        mask = np.zeros((len(counts) + 1, max_interests), dtype=bool)
+        mask[1:] = np.arange(max_interests)[None, :] < counts[:, None]
+        row_of_typical = dict(zip(typical_ids.tolist(), range(1, len(counts) + 1)))
+
+        path = files.file_path(config, "usertypical")
+        table = files.read_table(path, "usertypical")
+        users = _ids(self, self.uid_field, table["uid"], path)
+        typical = _ids(self, self.uid_field, table["tuid"], path)
+        not_typical = [t for t in typical.tolist() if t not in row_of_typical]
+        if not_typical:
+            raise SemanticsError(
+                f"'{path}' maps users to {len(not_typical)} typical users that have no row in "
+                f"'{files.file_path(config, 'interest')}'."
+            )
+        user_row = np.zeros(self.user_num, dtype=np.int64)
+        user_row[users] = [row_of_typical[t] for t in typical.tolist()]
+        self._interest_table = torch.from_numpy(interests)
+        self._interest_mask = torch.from_numpy(mask)
+        self._user_row = torch.from_numpy(user_row)
+        self.semantics_manifest = manifest
+        without = int((~mask[user_row].any(axis=1))[1:].sum())
+        getLogger().info(
+            f"EIMF semantics: {len(counts)} typical users, {without} of {self.user_num - 1} "
+            "users without semantic interests (their semantic losses are masked out)"
+        )
+
+    @property
+    def has_semantics(self):
+        return self._interest_table is not None
+
+    def item_text_matrix(self):
+        """``[n_items, D]`` item text vectors (row 0, the padding id, is zero); None without
+        semantics."""
+        return self.item_text
+
+    def users_without_semantics(self):
+        """How many users have no semantic interests (None when no semantics are loaded)."""
+        if not self.has_semantics:
+            return None
+        rows = self._user_row[1:]
+        return int((~self._interest_mask[rows].any(dim=1)).sum())
+
+    def join(self, df):
+        df = super().join(df)
+        if self.has_semantics and self.uid_field in df:
+            rows = self._user_row[df[self.uid_field]]
+            df.update(
+                Interaction(
+                    {
+                        INTERESTS: self._interest_table[rows],
+                        INTEREST_MASK: self._interest_mask[rows],
+                    }
+                )
+            )
+        return df
+
+
+class LLM4SBRDataset(SequentialDataset):
+    """Session dataset (RecBole benchmark files) with each sample's long/short intents."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self._load_intents()
+
+    def _load_intents(self):
+        from recbole_llm.semantics.pipeline import load_or_create
+
+        manifest = load_or_create(self.config, "llm4sbr")
+        dim = manifest["dimensions"]["text"]
+        path = files.file_path(self.config, "intent")
+        table = files.read_table(path, "intent")
+        ids = _ids(self, self.uid_field, table["sid"], path)
+        long_intent = files.stack_vectors(path, "long_intent", table["long_intent"], dim)
+        short_intent = files.stack_vectors(path, "short_intent", table["short_intent"], dim)
+        covered = np.zeros(self.user_num, dtype=bool)
+        covered[ids] = True
+        if not covered[1:].all():
+            missing = self.field2id_token[self.uid_field][np.flatnonzero(~covered[1:])[0] + 1]
+            raise SemanticsError(
+                f"'{path}' has no intents for {int((~covered[1:]).sum())} samples "
+                f"(e.g. '{missing}'); regenerate the semantics."
+            )
+        self._long = torch.zeros(self.user_num, dim)
+        self._short = torch.zeros(self.user_num, dim)
+        self._long[ids] = torch.from_numpy(long_intent)
+        self._short[ids] = torch.from_numpy(short_intent)
+        self.intent_dim = dim
+        self.semantics_manifest = manifest
+
+    def join(self, df):
+        df = super().join(df)
+        if self.uid_field in df:
+            sessions = df[self.uid_field]
+            df.update(
+                Interaction(
+                    {LONG_INTENT: self._long[sessions], SHORT_INTENT: self._short[sessions]}
+                )
+            )
+        return df

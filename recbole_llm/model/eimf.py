@@ -1,0 +1,196 @@
+r"""
+EIMF
+################################################
+
+Reference:
+    Shutong Qiao, Chen Gao, Yong Li, Hongzhi Yin. "LLM-assisted Explicit and Implicit
+    Multi-interest Learning Framework for Sequential Recommendation." arXiv 2411.09410, 2024
+    (v3, 2025: "LLM-based Bi-level Multi-interest Learning Framework for Sequential
+    Recommendation").
+
+Reference code:
+    https://github.com/QEpiphany/EIMF
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from recbole.model.abstract_recommender import SequentialRecommender
+from recbole.utils import InputType
+
+from recbole_llm.data.dataset import INTEREST_MASK, INTERESTS
+from recbole_llm.model.abstract_recommender import MultiInterestRecommender, SingleInterestAdapter
+from recbole_llm.model.layers import masked_softmax, target_aware_readout
+from recbole_llm.registry import get_model
+
+
+class SemanticInterestModule(nn.Module):
+    r"""ESIM: a user's explicit (LLM) interests, read out for the target item.
+
+    Text vectors enter through one learned projection per role: ``interest_projection`` for
+    the interests, ``item_text_projection`` for items' texts. The projected interests attend to
+    each other (single-head scaled dot-product self-attention, padding masked), then the target
+    item's projected text reads one of them out (hard, or soft attention).
+    """
+
+    def __init__(self, item_text, hidden_size, hard_readout=True, freeze_item_text=True):
+        super().__init__()
+        text_dim = item_text.size(1)
+        if freeze_item_text:
+            # loaded once from the semantic files, never trained, never saved in checkpoints
+            self.register_buffer("item_text", item_text.clone(), persistent=False)
+        else:
+            self.item_text = nn.Parameter(item_text.clone())
+        self.interest_projection = nn.Linear(text_dim, hidden_size)
+        self.item_text_projection = nn.Linear(text_dim, hidden_size)
+        self.query = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.key = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.value = nn.Linear(hidden_size, hidden_size, bias=False)
+        self.hard_readout = hard_readout
+        for module in self.modules():
+            if isinstance(module, nn.Linear):
+                nn.init.xavier_normal_(module.weight)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    def item_table(self):
+        """Every item's projected text ``[n_items, d]``."""
+        return self.item_text_projection(self.item_text)
+
+    def forward(self, interests, mask, target_items):
+        """Readout ``[B, d]`` of the semantic interests ``[B, M, D]`` (mask ``[B, M]``) for the
+        targets, and the targets' projected texts ``[B, d]``."""
+        projected = self.interest_projection(interests)
+        query, key, value = self.query(projected), self.key(projected), self.value(projected)
+        scores = query @ key.transpose(1, 2) / projected.size(-1) ** 0.5
+        attention = masked_softmax(scores, mask.unsqueeze(1), dim=-1)
+        attended = (attention @ value) * mask.unsqueeze(-1)
+        target_text = self.item_text_projection(self.item_text[target_items])
+        readout = target_aware_readout(attended, target_text, mask, hard=self.hard_readout)
+        return readout, target_text
+
+
+def info_nce(anchors, positives, temperature):
+    """In-batch InfoNCE on cosine similarities, one direction (as the official code)."""
+    logits = F.normalize(anchors, dim=-1) @ F.normalize(positives, dim=-1).T / temperature
+    return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
+
+
+def cosine_distance(a, b):
+    return (1.0 - F.cosine_similarity(a, b, dim=-1)).mean()
+
+
+class EIMF(SequentialRecommender):
+    r"""EIMF: an implicit, behavioural multi-interest backbone (IBIM) trained together with
+    explicit semantic interests that an LLM wrote for typical users (ESIM).
+
+    Training adds to the backbone's own loss a semantic-prediction loss (the semantic readout
+    must pick the target among all items' texts) and a modality-alignment loss (InfoNCE plus
+    cosine terms between the behavioural and the semantic readout, and between the target's
+    ID embedding and its text). Users without semantics are left out of both. Inference uses
+    the backbone alone: no semantic input, no LLM.
+    """
+
+    input_type = InputType.POINTWISE
+    semantics = "eimf"
+
+    def __init__(self, config, dataset):
+        super().__init__(config, dataset)
+        self.semantic_weight = config["semantic_weight"]  # semantic-prediction loss weight
+        self.align_weight = config["align_weight"]  # modality-alignment loss weight
+        self.temperature = config["align_temperature"]  # InfoNCE temperature
+        self.align_mix = config["align_mix"]  # user InfoNCE, item InfoNCE, user cos, item cos
+        if len(self.align_mix) != 4:
+            raise ValueError(f"align_mix needs 4 weights, got {self.align_mix}")
+
+        backbone_name = config["backbone"]
+        if backbone_name == "EIMF":
+            raise ValueError("EIMF cannot be its own backbone")
+        self.backbone = get_model(backbone_name)(config, dataset)
+        self.behaviour = (
+            self.backbone
+            if isinstance(self.backbone, MultiInterestRecommender)
+            else SingleInterestAdapter(self.backbone)
+        )
+
+        self.semantic = None
+        item_text = getattr(dataset, "item_text_matrix", lambda: None)()
+        if item_text is not None:
+            # a separate random stream: the backbone sees exactly what it sees alone
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(config["seed"] + 1)
+                self.semantic = SemanticInterestModule(
+                    item_text,
+                    config["hidden_size"],
+                    hard_readout=config["semantic_readout"] == "hard",
+                    freeze_item_text=config["freeze_item_text"],
+                )
+            self.logger.info(
+                f"EIMF: backbone {backbone_name}; {dataset.users_without_semantics()} users "
+                "without semantic interests train with the semantic losses masked out"
+            )
+        elif self.semantic_weight or self.align_weight:
+            self.logger.info("EIMF built without semantics: usable for inference only")
+
+    def load_state_dict(self, state_dict, strict=True):
+        """Load a checkpoint; without semantics (inference) its ESIM weights are skipped."""
+        if self.semantic is None:
+            state_dict = {k: v for k, v in state_dict.items() if not k.startswith("semantic.")}
+        return super().load_state_dict(state_dict, strict=strict)
+
+    def forward(self, item_seq, item_seq_len):
+        """The backbone's interests ``[B, K, d]`` (behaviour only)."""
+        return self.behaviour.encode(item_seq, item_seq_len).vectors
+
+    def _semantic_losses(self, interaction, behaviour_readout, target_items):
+        if self.semantic is None:
+            raise RuntimeError(
+                "EIMF needs its semantic files to train with semantic_weight or align_weight "
+                "> 0; build the dataset with semantics (semantics_required: True)."
+            )
+        mask = interaction[INTEREST_MASK]
+        valid = mask.any(dim=1)
+        semantic_readout, target_text = self.semantic(interaction[INTERESTS], mask, target_items)
+        losses = []
+        if self.semantic_weight:
+            loss = behaviour_readout.new_zeros(())
+            if valid.any():
+                logits = semantic_readout[valid] @ self.semantic.item_table().T
+                logits[:, 0] = float("-inf")
+                loss = F.cross_entropy(logits, target_items[valid])
+            losses.append(self.semantic_weight * loss)
+        if self.align_weight:
+            user_nce = user_cos = behaviour_readout.new_zeros(())
+            if valid.any():
+                user_nce = info_nce(
+                    behaviour_readout[valid], semantic_readout[valid], self.temperature
+                )
+                user_cos = cosine_distance(behaviour_readout[valid], semantic_readout[valid])
+            id_emb = self.behaviour.item_embedding(target_items)
+            item_nce = info_nce(id_emb, target_text, self.temperature)
+            item_cos = cosine_distance(id_emb, target_text)
+            mix = self.align_mix
+            alignment = (
+                mix[0] * user_nce + mix[1] * item_nce + mix[2] * user_cos + mix[3] * item_cos
+            )
+            losses.append(self.align_weight * alignment)
+        return losses
+
+    def calculate_loss(self, interaction):
+        item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
+        target_items = interaction[self.POS_ITEM_ID]
+        interests = self.behaviour.encode(item_seq, item_seq_len)
+        readout = self.behaviour.readout(interests, target_items)
+        losses = [self.behaviour.recommendation_loss(readout, target_items)]
+        regularization = self.behaviour.regularization(interests)
+        if regularization is not None:
+            losses.append(regularization)
+        if self.semantic_weight or self.align_weight:
+            losses += self._semantic_losses(interaction, readout, target_items)
+        return losses[0] if len(losses) == 1 else tuple(losses)
+
+    def predict(self, interaction):
+        return self.backbone.predict(interaction)
+
+    def full_sort_predict(self, interaction):
+        return self.backbone.full_sort_predict(interaction)

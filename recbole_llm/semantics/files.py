@@ -1,0 +1,190 @@
+"""Semantic atomic files and their manifest: writing (atomically), reading and validating.
+
+Files, in ``semantics_dir`` (default: the dataset's folder), tab-separated with RecBole headers:
+
+=====================  ==========================================================  ==========
+file                   columns                                                     written by
+=====================  ==========================================================  ==========
+``<ds>.itemtext``      ``iid:token  item_text:float_seq``                          both steps
+``<ds>.interest``      ``tuid:token  interest_num:float  interest_emb:float_seq``   EIMF
+``<ds>.usertypical``   ``uid:token  tuid:token``                                   EIMF
+``<ds>.intent``        ``sid:token  long_intent:float_seq  short_intent:float_seq``  LLM4SBR
+``<ds>.eimf.json`` /   manifest: inputs and their hashes, settings, LLM, encoder,
+``<ds>.llm4sbr.json``  prompt template, dimensions, row counts, calls, tokens, time
+=====================  ==========================================================  ==========
+
+``interest_emb`` is the typical user's interests, ``max_interests`` vectors of the encoder's
+dimension one after the other (zero rows past ``interest_num``). Plain RecBole can load every
+file with ``additional_feat_suffix`` plus ``alias_of_item_id: [iid]`` or
+``alias_of_user_id: [uid, tuid]`` / ``[sid]`` and ``preload_weight`` (see README).
+"""
+
+import hashlib
+import json
+import os
+
+import numpy as np
+
+from recbole_llm.assets import file_sha256
+from recbole_llm.data.prepare import atomic_write
+
+MANIFEST_FORMAT = 1
+
+HEADERS = {
+    "itemtext": ["iid:token", "item_text:float_seq"],
+    "interest": ["tuid:token", "interest_num:float", "interest_emb:float_seq"],
+    "usertypical": ["uid:token", "tuid:token"],
+    "intent": ["sid:token", "long_intent:float_seq", "short_intent:float_seq"],
+}
+
+
+class SemanticsError(ValueError):
+    """Semantic files are missing, stale or invalid; the message says which file and why."""
+
+
+def semantics_dir(config):
+    """Folder of a dataset's semantic files."""
+    return os.path.abspath(config["semantics_dir"] or config["data_path"])
+
+
+def file_path(config, suffix):
+    return os.path.join(semantics_dir(config), f"{config['dataset']}.{suffix}")
+
+
+def manifest_path(config, kind):
+    return file_path(config, f"{kind}.json")
+
+
+def _vector_text(vector):
+    return " ".join(f"{x:.6g}" for x in vector)
+
+
+def write_table(path, suffix, rows):
+    """Write one semantic file atomically; ``rows`` are tuples matching ``HEADERS[suffix]``."""
+
+    def write(f):
+        f.write("\t".join(HEADERS[suffix]) + "\n")
+        for row in rows:
+            cells = [_vector_text(c) if isinstance(c, np.ndarray) else str(c) for c in row]
+            f.write("\t".join(cells) + "\n")
+
+    atomic_write(path, write)
+
+
+def read_table(path, suffix):
+    """Read a semantic file: ``{column name: list of str or float32 arrays}``."""
+    if not os.path.isfile(path):
+        raise SemanticsError(f"Semantic file '{path}' does not exist.")
+    with open(path, encoding="utf-8") as f:
+        header = f.readline().rstrip("\n").split("\t")
+        if header != HEADERS[suffix]:
+            raise SemanticsError(
+                f"'{path}' has header {header}, expected {HEADERS[suffix]}; regenerate it."
+            )
+        names = [h.split(":")[0] for h in header]
+        kinds = [h.split(":")[1] for h in header]
+        columns = {name: [] for name in names}
+        for line_number, line in enumerate(f, start=2):
+            cells = line.rstrip("\n").split("\t")
+            if len(cells) != len(names):
+                raise SemanticsError(
+                    f"'{path}' line {line_number} has {len(cells)} columns, expected {len(names)}."
+                )
+            for name, kind, cell in zip(names, kinds, cells):
+                if kind == "float_seq":
+                    try:
+                        value = np.array(cell.split(), dtype=np.float32)
+                    except ValueError as err:
+                        raise SemanticsError(f"'{path}' line {line_number}: {err}") from err
+                elif kind == "float":
+                    value = float(cell)
+                else:
+                    value = cell
+                columns[name].append(value)
+    return columns
+
+
+def stack_vectors(path, column_name, vectors, dim):
+    """Stack float_seq cells into ``[n, dim]``, rejecting a wrong length or NaN/inf."""
+    for row, vector in enumerate(vectors):
+        if len(vector) != dim:
+            raise SemanticsError(
+                f"'{path}' row {row + 1}: {column_name} has {len(vector)} values, expected {dim} "
+                "(see its manifest); regenerate the semantics."
+            )
+    matrix = np.stack(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
+    if not np.isfinite(matrix).all():
+        bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
+        raise SemanticsError(f"'{path}' row {bad + 1}: {column_name} contains NaN or inf.")
+    return matrix
+
+
+def input_hashes(config, suffixes=("inter", "item")):
+    """sha256 of the dataset files the semantics were made from (benchmark files included)."""
+    folder, name = config["data_path"], config["dataset"]
+    files = [f"{name}.{s}" for s in suffixes]
+    for part in config["benchmark_filename"] or []:
+        files.append(f"{name}.{part}.inter")
+    return {
+        f: file_sha256(os.path.join(folder, f))
+        for f in files
+        if os.path.isfile(os.path.join(folder, f))
+    }
+
+
+def settings_hash(settings):
+    return hashlib.sha256(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def write_manifest(config, kind, manifest):
+    """Write a manifest atomically, adding the hashes of the files it describes."""
+    for name, info in manifest["files"].items():
+        info["sha256"] = file_sha256(os.path.join(semantics_dir(config), name))
+    manifest = {"format": MANIFEST_FORMAT, "kind": kind, **manifest}
+    path = manifest_path(config, kind)
+    atomic_write(path, lambda f: json.dump(manifest, f, indent=1, sort_keys=True))
+    return path
+
+
+def read_manifest(config, kind, settings, command):
+    """Read and check a manifest against the current inputs and settings.
+
+    Raises :class:`SemanticsError` naming the file and the command that (re)creates it when the
+    manifest is missing, of another format, made from other inputs or with other settings, or
+    when one of its files was changed since.
+    """
+    path = manifest_path(config, kind)
+    if not os.path.isfile(path):
+        raise SemanticsError(
+            f"No {kind} semantics for dataset '{config['dataset']}' ('{path}' is missing). "
+            f"Create them with: {command}"
+        )
+    with open(path, encoding="utf-8") as f:
+        manifest = json.load(f)
+    if manifest.get("format") != MANIFEST_FORMAT or manifest.get("kind") != kind:
+        raise SemanticsError(f"'{path}' is not a {kind} manifest of format {MANIFEST_FORMAT}.")
+    current = input_hashes(config)
+    for name, digest in manifest["inputs"].items():
+        if current.get(name) != digest:
+            raise SemanticsError(
+                f"Stale semantics: '{name}' changed since '{path}' was made. Regenerate with: "
+                f"{command} --refresh"
+            )
+    if manifest["settings_hash"] != settings_hash(settings):
+        changed = sorted(
+            k
+            for k in settings
+            if manifest["settings"].get(k) != json.loads(json.dumps(settings[k], default=str))
+        )
+        raise SemanticsError(
+            f"Stale semantics: '{path}' was made with other settings ({', '.join(changed)}). "
+            f"Regenerate with: {command}"
+        )
+    for name, info in manifest["files"].items():
+        file = os.path.join(semantics_dir(config), name)
+        if not os.path.isfile(file) or file_sha256(file) != info["sha256"]:
+            raise SemanticsError(
+                f"'{file}' is missing or was changed after '{path}' was written. Regenerate with: "
+                f"{command} --refresh"
+            )
+    return manifest

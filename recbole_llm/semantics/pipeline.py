@@ -1,0 +1,437 @@
+"""The two semantic pipelines, end to end, and the entry point that runs the right one.
+
+EIMF (``semantics = "eimf"`` on the model class):
+    item texts -> item text vectors -> user text vectors (mean over each user's training items)
+    -> typical users -> one prompt per typical user over its last ``prompt_max_items`` items
+    -> parsed interests -> interest vectors -> ``.itemtext``, ``.interest``, ``.usertypical``.
+
+LLM4SBR (``semantics = "llm4sbr"``):
+    per sample, a long-term and a short-term prompt over the last ``prompt_max_items`` items
+    before its target -> guessed item names -> encoded -> localised onto the ``intent_topr``
+    most similar real items (similarity-weighted sum or mean) -> ``.itemtext``, ``.intent``.
+
+Both write a manifest; a rerun with the same inputs makes no LLM call (replies and embeddings
+are cached), and ``refresh`` regenerates the replies.
+"""
+
+import collections
+import time
+from logging import getLogger
+
+import numpy as np
+
+from recbole_llm import __version__
+from recbole_llm.semantics import files, prompts
+from recbole_llm.semantics.files import SemanticsError
+from recbole_llm.semantics.history import sample_prefixes, training_histories
+from recbole_llm.semantics.parsing import parse_interests, parse_item_name
+from recbole_llm.semantics.text import category_words, item_texts
+
+KINDS = ("eimf", "llm4sbr")
+
+#: Config keys that change what each pipeline produces (besides the input files' hashes).
+COMMON_KEYS = [
+    "text_fields",
+    "llm_backend",
+    "llm_model",
+    "llm_max_new_tokens",
+    "llm_repetition_penalty",
+    "encoder_model",
+    "prompt_max_items",
+]
+SETTING_KEYS = {
+    "eimf": COMMON_KEYS
+    + [
+        "item_noun",
+        "item_verb",
+        "category_field",
+        "typical_selection",
+        "typical_ratio",
+        "ap_max_users",
+        "max_interests",
+        "interest_source",
+        "interest_fallback",
+        "typical_assignment",
+        "seed",
+        "eval_args",
+        "user_inter_num_interval",
+        "item_inter_num_interval",
+        "rm_dup_inter",
+        "val_interval",
+    ],
+    "llm4sbr": COMMON_KEYS + ["intent_topr", "intent_aggregation", "benchmark_filename"],
+}
+
+
+def settings(config, kind):
+    """The settings a pipeline's output depends on, with the LLM as its cache identity."""
+    from recbole_llm.semantics.llm import model_identity
+
+    values = {key: config[key] for key in SETTING_KEYS[kind]}
+    values["llm_identity"] = model_identity(config) if needs_llm(config, kind) else None
+    return values
+
+
+def needs_llm(config, kind):
+    return kind == "llm4sbr" or config["interest_source"] == "llm"
+
+
+def command(config, kind):
+    """The command that creates a dataset's semantics."""
+    model = "EIMF" if kind == "eimf" else "LLM4SBR"
+    return f"python run_recbole_llm.py --model={model} --dataset={config['dataset']} --semantics"
+
+
+def load_or_create(config, kind):
+    """The valid manifest of a dataset's semantics, running the step first when they are
+    missing or stale and ``auto_semantics`` allows it."""
+    wanted = settings(config, kind)
+    try:
+        return files.read_manifest(config, kind, wanted, command(config, kind))
+    except SemanticsError as err:
+        if not config["auto_semantics"]:
+            raise
+        getLogger().warning(f"{err} Running the semantic step now (auto_semantics).")
+    run_pipeline(config, kind)
+    return files.read_manifest(config, kind, wanted, command(config, kind))
+
+
+def _plain_dataset(config):
+    """RecBole's own sequential dataset for a config (never a semantic one: no recursion)."""
+    from recbole.data.dataset import SequentialDataset
+
+    from recbole_llm.data.prepare import ensure_dataset
+
+    ensure_dataset(config)
+    return SequentialDataset(config)
+
+
+def _generator(config, kind, refresh):
+    from recbole_llm.semantics.llm import CachedGenerator, make_backend, model_identity, reply_cache
+
+    decoding = {
+        "max_new_tokens": config["llm_max_new_tokens"],
+        "repetition_penalty": config["llm_repetition_penalty"],
+        "greedy": True,
+    }
+    return CachedGenerator(
+        lambda: make_backend(config),
+        model_identity(config),
+        reply_cache(config),
+        decoding,
+        refresh=refresh,
+        progress=config["show_progress"] is not False,
+    )
+
+
+def _encoder(config):
+    from recbole_llm.semantics.encoder import TextEncoder
+
+    return TextEncoder(
+        config["encoder_model"],
+        cache_dir=config["semantics_cache_dir"],
+        batch_size=config["encoder_batch_size"],
+        threads=config["llm_threads"],
+        progress=config["show_progress"] is not False,
+    )
+
+
+def _encode_items(config, dataset, encoder):
+    tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field][1:]]
+    texts = item_texts(config, tokens)
+    getLogger().info(f"Item text: {texts.summary()}")
+    vectors = encoder.encode([texts.texts[t] for t in tokens])
+    return tokens, texts, vectors
+
+
+def run_pipeline(config, kind, refresh=False):
+    """Run one pipeline for a config and write its files and manifest; returns the manifest
+    path."""
+    if kind not in KINDS:
+        raise ValueError(f"semantic pipeline must be one of {KINDS}, got '{kind}'")
+    start = time.perf_counter()
+    if kind == "eimf":
+        path = _run_eimf(config, refresh, start)
+    else:
+        path = _run_llm4sbr(config, refresh, start)
+    getLogger().info(f"Semantics written; manifest: {path}")
+    return path
+
+
+def _summary(stats, encoder, seconds):
+    generation = stats.as_dict() if stats else None
+    line = (
+        f"LLM: {stats.requests} prompts, {stats.calls} new calls ({stats.failed} failed), "
+        f"{stats.cached} from cache, {stats.prompt_tokens}+{stats.completion_tokens} new tokens "
+        f"in {stats.seconds:.1f} s; "
+        if stats
+        else "LLM: not used; "
+    )
+    getLogger().info(line + f"encoder: {encoder.encoded} new texts; total {seconds:.1f} s")
+    return generation
+
+
+def _typical_interests(config, typical_tokens, histories, texts, generator):
+    """Interests per typical user, and whether each came from the LLM or a fallback."""
+    max_interests = config["max_interests"]
+    recent = {u: histories[u][-config["prompt_max_items"] :] for u in typical_tokens}
+    categories = None
+    if config["interest_source"] == "categories" or config["interest_fallback"] == "categories":
+        all_items = sorted({i for u in typical_tokens for i in histories[u]})
+        words = category_words(config, all_items)
+        categories = {
+            u: [
+                w
+                for w, _ in collections.Counter(
+                    w for i in histories[u] for w in words[i]
+                ).most_common(max_interests)
+            ]
+            for u in typical_tokens
+        }
+    if config["interest_source"] == "categories":
+        return (
+            {u: categories[u] for u in typical_tokens},
+            {u: "categories" for u in typical_tokens},
+            None,
+            {},
+        )
+    if config["interest_source"] != "llm":
+        raise ValueError(
+            f"interest_source must be 'llm' or 'categories', got '{config['interest_source']}'"
+        )
+
+    requests = [
+        prompts.eimf_messages(
+            [texts.texts[i] for i in recent[u]],
+            max_interests,
+            noun=config["item_noun"],
+            verb=config["item_verb"],
+        )
+        for u in typical_tokens
+    ]
+    replies, stats = generator.run(requests, config["llm_batch_size"], "typical users")
+    interests, sources, raw = {}, {}, {}
+    for user, reply in zip(typical_tokens, replies):
+        raw[user] = reply.text
+        echoes = [texts.texts[i] for i in recent[user]] + [
+            texts.texts[i].split(" (")[0] for i in recent[user]
+        ]
+        parsed = [] if reply.error else parse_interests(reply.text, max_interests, echoes)
+        if parsed:
+            interests[user], sources[user] = parsed, "llm"
+        elif config["interest_fallback"] == "categories" and categories[user]:
+            interests[user], sources[user] = categories[user], "categories"
+        else:
+            interests[user], sources[user] = [], "none"
+    return interests, sources, stats, raw
+
+
+def _run_eimf(config, refresh, start):
+    dataset = _plain_dataset(config)
+    train = dataset.build()[0]
+    histories = training_histories(train)
+    encoder = _encoder(config)
+    tokens, texts, item_vectors = _encode_items(config, dataset, encoder)
+    row_of = {t: i for i, t in enumerate(tokens)}
+
+    users = list(histories)
+    user_vectors = np.stack(
+        [item_vectors[[row_of[i] for i in histories[u]]].mean(0) for u in users]
+    )
+    user_vectors /= np.linalg.norm(user_vectors, axis=1, keepdims=True).clip(1e-12)
+    from recbole_llm.semantics.typical import select_typical_users
+
+    typical = select_typical_users(
+        users,
+        user_vectors,
+        method=config["typical_selection"],
+        typical_ratio=config["typical_ratio"],
+        max_ap_users=config["ap_max_users"],
+        seed=config["seed"],
+    )
+    mapping = typical.mapping()
+    if config["typical_assignment"] == "shuffled":
+        rng = np.random.default_rng(config["seed"])
+        targets = list(mapping.values())
+        rng.shuffle(targets)
+        mapping = dict(zip(mapping, targets))
+    elif config["typical_assignment"] != "cluster":
+        raise ValueError(
+            f"typical_assignment must be 'cluster' or 'shuffled', got '{config['typical_assignment']}'"
+        )
+    typical_tokens = typical.typical_tokens
+    getLogger().info(
+        f"Typical users: {len(typical_tokens)} of {len(users)} training users "
+        f"({typical.method}, {typical.details})"
+    )
+
+    generator = _generator(config, "eimf", refresh) if needs_llm(config, "eimf") else None
+    interests, sources, stats, raw = _typical_interests(
+        config, typical_tokens, histories, texts, generator
+    )
+    max_interests, dim = config["max_interests"], encoder.dim
+    phrases = [p for u in typical_tokens for p in interests[u]]
+    phrase_vectors = dict(zip(phrases, encoder.encode(phrases))) if phrases else {}
+
+    item_path = files.file_path(config, "itemtext")
+    files.write_table(item_path, "itemtext", zip(tokens, item_vectors))
+    interest_rows = []
+    for user in typical_tokens:
+        block = np.zeros((max_interests, dim), dtype=np.float32)
+        for k, phrase in enumerate(interests[user]):
+            block[k] = phrase_vectors[phrase]
+        interest_rows.append((user, len(interests[user]), block.reshape(-1)))
+    files.write_table(files.file_path(config, "interest"), "interest", interest_rows)
+    files.write_table(files.file_path(config, "usertypical"), "usertypical", mapping.items())
+
+    seconds = time.perf_counter() - start
+    generation = _summary(stats, encoder, seconds)
+    source_counts = collections.Counter(sources.values())
+    name = config["dataset"]
+    manifest = {
+        "dataset": name,
+        "recbole_llm": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "inputs": files.input_hashes(config),
+        "settings": json_safe(settings(config, "eimf")),
+        "settings_hash": files.settings_hash(settings(config, "eimf")),
+        "llm": (
+            {"backend": config["llm_backend"], "model": config["llm_model"]}
+            if needs_llm(config, "eimf")
+            else None
+        ),
+        "encoder": {"model": config["encoder_model"], "identity": encoder.identity, "dim": dim},
+        "prompt_template": prompts.template_hash("eimf"),
+        "dimensions": {"text": dim, "max_interests": max_interests},
+        "files": {
+            f"{name}.itemtext": {"rows": len(tokens)},
+            f"{name}.interest": {"rows": len(typical_tokens)},
+            f"{name}.usertypical": {"rows": len(mapping)},
+        },
+        "counts": {
+            "items": len(tokens),
+            "item_text_fallbacks": texts.fallback_count,
+            "training_users": len(users),
+            "typical_users": len(typical_tokens),
+            "typical_users_from_llm": source_counts.get("llm", 0),
+            "typical_users_from_categories": source_counts.get("categories", 0),
+            "typical_users_without_interests": source_counts.get("none", 0),
+            "interests": len(phrases),
+        },
+        "typical": {"method": typical.method, **json_safe(typical.details)},
+        "generation": generation,
+        "encoder_texts_encoded": encoder.encoded,
+        "seconds": round(seconds, 2),
+        "interests": {
+            u: {"source": sources[u], "interests": interests[u], "reply": raw.get(u)}
+            for u in typical_tokens
+        },
+    }
+    return files.write_manifest(config, "eimf", manifest)
+
+
+def localise(answer_vectors, item_vectors, topr, aggregation):
+    """Intent localisation: the similarity-weighted sum (or mean) of the ``topr`` items most
+    similar to each answer; ``topr = 0`` keeps the encoded answer itself."""
+    if topr == 0:
+        return answer_vectors.astype(np.float32)
+    similarity = answer_vectors @ item_vectors.T
+    top = np.argpartition(-similarity, kth=min(topr, similarity.shape[1]) - 1, axis=1)[:, :topr]
+    weights = np.take_along_axis(similarity, top, axis=1)
+    intents = (weights[:, :, None] * item_vectors[top]).sum(axis=1)
+    if aggregation == "mean":
+        intents /= topr
+    elif aggregation != "sum":
+        raise ValueError(f"intent_aggregation must be 'sum' or 'mean', got '{aggregation}'")
+    return intents.astype(np.float32)
+
+
+def _run_llm4sbr(config, refresh, start):
+    if not config["benchmark_filename"]:
+        raise ValueError(
+            "LLM4SBR semantics are made per sample of a session dataset in RecBole's benchmark "
+            "form (benchmark_filename: [train, valid, test]); "
+            f"dataset '{config['dataset']}' has no benchmark_filename."
+        )
+    dataset = _plain_dataset(config)
+    parts = dataset.build()
+    encoder = _encoder(config)
+    tokens, texts, item_vectors = _encode_items(config, dataset, encoder)
+    row_of = {t: i for i, t in enumerate(tokens)}
+    key_field = dataset.uid_field
+    samples = collections.OrderedDict()
+    for part in parts:
+        samples.update(sample_prefixes(part, key_field))
+    keys = list(samples)
+    recent = {k: samples[k][-config["prompt_max_items"] :] for k in keys}
+    requests = []
+    for key in keys:
+        listing = [(texts.texts[i], i) for i in recent[key]]
+        requests += [
+            prompts.llm4sbr_messages(listing, "long"),
+            prompts.llm4sbr_messages(listing, "short"),
+        ]
+    generator = _generator(config, "llm4sbr", refresh)
+    replies, stats = generator.run(requests, config["llm_batch_size"], "session intents")
+
+    names = [parse_item_name(r.text) if not r.error else "" for r in replies]
+    answered = [i for i, n in enumerate(names) if n]
+    answer_vectors = np.zeros((len(names), encoder.dim), dtype=np.float32)
+    if answered:
+        answer_vectors[answered] = encoder.encode([names[i] for i in answered])
+    intents = localise(
+        answer_vectors, item_vectors, config["intent_topr"], config["intent_aggregation"]
+    )
+    # no usable answer: the intent is the localisation of the last item's own text
+    last_items = np.array([row_of[recent[k][-1]] for k in keys for _ in (0, 1)])
+    fallback = [i for i in range(len(names)) if not names[i]]
+    if fallback:
+        intents[fallback] = localise(
+            item_vectors[last_items[fallback]],
+            item_vectors,
+            config["intent_topr"],
+            config["intent_aggregation"],
+        )
+    files.write_table(files.file_path(config, "itemtext"), "itemtext", zip(tokens, item_vectors))
+    files.write_table(
+        files.file_path(config, "intent"),
+        "intent",
+        ((k, intents[2 * j], intents[2 * j + 1]) for j, k in enumerate(keys)),
+    )
+    seconds = time.perf_counter() - start
+    generation = _summary(stats, encoder, seconds)
+    name = config["dataset"]
+    manifest = {
+        "dataset": name,
+        "recbole_llm": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "inputs": files.input_hashes(config),
+        "settings": json_safe(settings(config, "llm4sbr")),
+        "settings_hash": files.settings_hash(settings(config, "llm4sbr")),
+        "llm": {"backend": config["llm_backend"], "model": config["llm_model"]},
+        "encoder": {
+            "model": config["encoder_model"],
+            "identity": encoder.identity,
+            "dim": encoder.dim,
+        },
+        "prompt_template": prompts.template_hash("llm4sbr"),
+        "dimensions": {"text": encoder.dim},
+        "files": {f"{name}.itemtext": {"rows": len(tokens)}, f"{name}.intent": {"rows": len(keys)}},
+        "counts": {
+            "items": len(tokens),
+            "item_text_fallbacks": texts.fallback_count,
+            "samples": len(keys),
+            "intents_from_llm": len(names) - len(fallback),
+            "intents_fallback_last_item": len(fallback),
+        },
+        "generation": generation,
+        "encoder_texts_encoded": encoder.encoded,
+        "seconds": round(seconds, 2),
+    }
+    return files.write_manifest(config, "llm4sbr", manifest)
+
+
+def json_safe(value):
+    import json
+
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,74 @@
+"""Prompts: EIMF's interest prompt for typical users and LLM4SBR's long/short intent prompts.
+
+Every prompt is a list of chat messages. :func:`template_hash` identifies the wording, so a
+changed template makes earlier semantic files stale.
+
+EIMF's prompt is one-shot (a system line, one worked example, then the user): measured on this
+CPU, small models echo the zero-shot JSON prompt of the official code, while the one-shot form
+with a "distinct interests" instruction gives parseable lists.
+"""
+
+import hashlib
+import json
+
+EIMF_SYSTEM = "You describe what a person likes. Answer only with a JSON array of short phrases."
+EIMF_TASK = (
+    "A user {verb} these {noun}s, oldest first:\n{listing}\n"
+    "List 3 to {max_interests} distinct interests of this user as a JSON array of short phrases."
+)
+EIMF_EXAMPLE_LISTING = [
+    "Sense and Sensibility (Drama, Romance)",
+    "Emma (Comedy, Drama, Romance)",
+    "Persuasion (Romance)",
+    "Little Women (Drama)",
+]
+EIMF_EXAMPLE_ANSWER = '["period romance", "literary adaptations", "costume drama"]'
+
+LLM4SBR_TASK = (
+    "The order in which users click on items is as follows:\n{listing}\n"
+    "Please guess an item that the user is interested in in the {view}. "
+    "(Only output the item name without any explanation.)"
+)
+LLM4SBR_VIEWS = {"long": "long-term", "short": "short-term"}
+
+
+def numbered(lines):
+    return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
+
+
+def eimf_messages(item_texts, max_interests, noun="item", verb="interacted with"):
+    """Chat messages asking for a typical user's interests over its last items' texts."""
+    example = EIMF_TASK.format(
+        verb="watched", noun="movie", listing=numbered(EIMF_EXAMPLE_LISTING), max_interests=5
+    )
+    task = EIMF_TASK.format(
+        verb=verb, noun=noun, listing=numbered(item_texts), max_interests=max_interests
+    )
+    return [
+        {"role": "system", "content": EIMF_SYSTEM},
+        {"role": "user", "content": example},
+        {"role": "assistant", "content": EIMF_EXAMPLE_ANSWER},
+        {"role": "user", "content": task},
+    ]
+
+
+def llm4sbr_messages(items, view):
+    """LLM4SBR's prompt for one view (``long`` or ``short``) of a session.
+
+    ``items`` are ``(name, item id)`` pairs, written ``N. Name_ID`` as in the paper.
+    """
+    listing = numbered(f"{name}_{item_id}" for name, item_id in items)
+    return [
+        {"role": "user", "content": LLM4SBR_TASK.format(listing=listing, view=LLM4SBR_VIEWS[view])}
+    ]
+
+
+def template_hash(kind):
+    """Hash of the wording of a prompt family (``eimf`` or ``llm4sbr``)."""
+    if kind == "eimf":
+        parts = [EIMF_SYSTEM, EIMF_TASK, EIMF_EXAMPLE_LISTING, EIMF_EXAMPLE_ANSWER]
+    elif kind == "llm4sbr":
+        parts = [LLM4SBR_TASK, LLM4SBR_VIEWS]
+    else:
+        raise ValueError(f"unknown prompt family '{kind}'")
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:16]

@@ -1,0 +1,176 @@
+"""EIMF: gradients of each loss, equality with its backbone at zero weights, behaviour-only
+inference, and the whole pipeline through the command line."""
+
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import LOAD_TIMES, REPO
+
+from recbole_llm.config import Config
+from recbole_llm.data.utils import create_dataset, data_preparation
+from recbole_llm.quick_start import load_data_and_model, run_recbole_llm
+from recbole_llm.registry import get_model, get_trainer
+from recbole_llm.semantics import files
+
+
+def build(config_dict, model="EIMF"):
+    config = Config(model=model, dataset="synth", config_dict=config_dict)
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    torch.manual_seed(config["seed"])
+    return config, get_model(model)(config, train._dataset), train, valid, test
+
+
+@pytest.fixture
+def eimf_config(semantic_config):
+    return dict(semantic_config, interest_source="categories", hidden_size=16)
+
+
+def grads(module):
+    return {
+        n: p.grad
+        for n, p in module.named_parameters()
+        if p.grad is not None and p.grad.abs().sum() > 0
+    }
+
+
+def test_alignment_reaches_the_backbone_and_semantic_prediction_does_not(eimf_config):
+    _, model, train, _, _ = build(dict(eimf_config, semantic_weight=0.0, align_weight=1.0))
+    batch = next(iter(train))
+    model.train()
+    losses = model.calculate_loss(batch)
+    losses[-1].backward()  # the alignment term alone
+    backbone = grads(model.backbone)
+    assert "item_embedding.weight" in backbone and any("extractor" in n for n in backbone)
+    assert grads(model.semantic), "the alignment also trains the semantic side"
+
+    _, model, train, _, _ = build(dict(eimf_config, semantic_weight=1.0, align_weight=0.0))
+    model.train()
+    losses = model.calculate_loss(next(iter(train)))
+    losses[-1].backward()  # the semantic-prediction term alone
+    assert not grads(model.backbone), "by design, semantic prediction never moves the backbone"
+    trained = grads(model.semantic)
+    assert {"interest_projection.weight", "item_text_projection.weight", "query.weight"} <= set(
+        trained
+    )
+    assert "item_text" not in dict(model.semantic.named_parameters()), "item text is frozen"
+
+
+@pytest.mark.parametrize("backbone", ["REMI", "SASRec"])
+def test_zero_weights_train_bit_for_bit_like_the_backbone(eimf_config, backbone, tmp_path):
+    common = dict(eimf_config, backbone=backbone, epochs=2, checkpoint_dir=str(tmp_path / "ckpt"))
+
+    def train(model_name, extra):
+        config, model, train_data, valid_data, _ = build(dict(common, **extra), model=model_name)
+        trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+        trainer.fit(train_data, valid_data, saved=False, verbose=False)
+        return trainer.train_loss_dict, model
+
+    eimf_losses, eimf = train("EIMF", {"semantic_weight": 0.0, "align_weight": 0.0})
+    base_losses, base = train(backbone, {})
+    assert eimf_losses == base_losses
+    eimf_state, base_state = eimf.backbone.state_dict(), base.state_dict()
+    assert eimf_state.keys() == base_state.keys()
+    assert all(torch.equal(eimf_state[k], base_state[k]) for k in base_state)
+
+
+def test_inference_is_behaviour_only_and_needs_no_semantic_files(eimf_config, tmp_path):
+    config = dict(eimf_config, epochs=1)
+    result = run_recbole_llm(model="EIMF", dataset="synth", config_dict=config, saved=True)
+    (checkpoint,) = glob.glob(os.path.join(config["checkpoint_dir"], "EIMF-*.pth"))
+    loaded, model, _, _, _, test = load_data_and_model(checkpoint)
+    assert model.semantic is not None
+    batch = next(iter(test))[0]
+    with torch.no_grad():
+        with_semantics = model.full_sort_predict(batch)
+        # scores do not depend on the semantic inputs at all
+        batch_without = batch.copy() if hasattr(batch, "copy") else batch
+        for key in ("semantic_interests", "semantic_interest_mask"):
+            batch_without.interaction.pop(key, None)
+        assert torch.equal(model.full_sort_predict(batch_without), with_semantics)
+
+    folder = loaded["data_path"]
+    for name in os.listdir(folder):
+        if name.split(".", 1)[1] in ("itemtext", "interest", "usertypical", "eimf.json"):
+            os.remove(os.path.join(folder, name))
+    _, bare, dataset, _, _, test = load_data_and_model(checkpoint)
+    assert bare.semantic is None and not dataset.has_semantics
+    batch = next(iter(test))[0]
+    assert "semantic_interests" not in batch.interaction
+    with torch.no_grad():
+        assert torch.equal(bare.full_sort_predict(batch), with_semantics)
+    assert result["test_result"]["ndcg@10"] >= 0
+
+
+def test_users_without_semantics_are_masked_out(eimf_config):
+    _, model, train, _, _ = build(dict(eimf_config, align_weight=1.0, semantic_weight=1.0))
+    batch = next(iter(train))
+    batch.interaction["semantic_interest_mask"][:] = False
+    model.train()
+    losses = model.calculate_loss(batch)
+    assert float(losses[-2]) == 0.0, "no user has semantics: no semantic-prediction loss"
+    assert torch.isfinite(losses[-1])
+
+
+@pytest.mark.parametrize("backbone", ["ComiRecSA", "ComiRecDR", "MIND", "GRU4Rec"])
+def test_every_backbone_trains_inside_eimf(eimf_config, backbone):
+    result = run_recbole_llm(
+        model="EIMF", dataset="synth", config_dict=dict(eimf_config, backbone=backbone), saved=False
+    )
+    assert all(0 <= v <= 1 for v in result["test_result"].values())
+
+
+def test_cli_semantic_step_then_training_with_the_tiny_llm(tiny_llm, synthetic_root, tmp_path):
+    import shutil
+
+    shutil.copytree(os.path.join(synthetic_root, "synth"), tmp_path / "data" / "synth")
+    config_file = tmp_path / "synth.yaml"
+    config_file.write_text(
+        "load_col: " + str(LOAD_TIMES) + "\ntext_fields: [movie_title, class]\n"
+        "category_field: class\n"
+    )
+    common = [
+        os.path.join(REPO, "run_recbole_llm.py"),
+        "--model=EIMF",
+        "--dataset=synth",
+        f"--config_files={config_file}",
+        f"--data_path={tmp_path / 'data'}",
+        f"--llm_model={tiny_llm}",
+        "--llm_max_new_tokens=8",
+        "--typical_ratio=0.1",
+        "--hidden_size=16",
+        "--show_progress=False",
+    ]
+    env = dict(os.environ, PYTHONPATH=REPO)
+    step = subprocess.run(
+        [sys.executable, *common, "--semantics"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert step.returncode == 0, step.stderr[-3000:]
+    assert "Semantics written; manifest:" in step.stderr and "LLM:" in step.stderr
+    assert os.path.exists(tmp_path / "data" / "synth" / "synth.eimf.json")
+    assert "will not be used in RecBole" not in step.stderr, "--semantics is ours, not a config key"
+
+    train = subprocess.run(
+        [sys.executable, *common, "--epochs=2", f"--checkpoint_dir={tmp_path / 'ckpt'}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert train.returncode == 0, train.stderr[-3000:]
+    assert "test result" in train.stderr and "train_loss3" in train.stderr  # rec, reg, sem, align
+    assert "users without semantic interests" in train.stderr
+    config = Config(
+        model="EIMF", dataset="synth", config_dict={"data_path": str(tmp_path / "data")}
+    )
+    assert os.path.exists(files.manifest_path(config, "eimf"))

