@@ -2,7 +2,7 @@
 
 A suite is a YAML file::
 
-    name: multi-interest-ml-100k          # results go to results/runs/<name>/
+    name: multi-interest-ml-100k
     dataset: ml-100k
     seeds: [2020, 2021, 2022]
     config_files: [../configs/ml-100k-seq.yaml]   # one shared config for every model
@@ -14,6 +14,8 @@ A suite is a YAML file::
         config: {loss_type: SSM}                   # this row's own keys (optional)
     comparisons: [[REMI, SASRec]]                  # paired bootstrap: A minus B
     report: {output: ../../results/x.md, metrics: [recall, ndcg], topk: [10, 20]}
+    results_dir: ../../results/runs                # rows, shared by suites (default: runs/
+                                                   # beside the report)
 
 Paths are relative to the suite file. Each run is identified by a hash of its full config
 (model, dataset, seed, every shared and own key), runs in its own process, and writes one JSON
@@ -75,9 +77,11 @@ def load_suite(path):
     report.setdefault("topk", [10, 20, 50])
     report.setdefault("compare_metric", "ndcg@10")
     suite["report"] = report
-    suite["results_dir"] = os.path.join(
-        os.path.dirname(report["output"]) if report["output"] else base, "runs", suite["name"]
+    # rows live in one folder for all suites (default: runs/ beside the report)
+    results_dir = suite.get("results_dir") or os.path.join(
+        os.path.dirname(report["output"]) if report["output"] else base, "runs"
     )
+    suite["results_dir"] = os.path.join(base, results_dir)
     return suite
 
 

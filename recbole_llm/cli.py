@@ -13,7 +13,7 @@ def build_parser():
         description="Train and evaluate a recbole_llm or RecBole model.",
         epilog="Any other --key=value sets that config key, as with RecBole's run_recbole.py.",
     )
-    parser.add_argument("--model", "-m", type=str, default="SASRec", help="model class name")
+    parser.add_argument("--model", "-m", type=str, default="EIMF", help="model class name")
     parser.add_argument(
         "--dataset", "-d", type=str, default=None, help="dataset (default: the model's, or ml-100k)"
     )

@@ -51,6 +51,9 @@ DATASET_ARGUMENTS = [
     "interest_source",
     "interest_fallback",
     "typical_assignment",
+    "semantics_seed",
+    "intent_views",
+    "intent_source",
     "intent_topr",
     "intent_aggregation",
 ]

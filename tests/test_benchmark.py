@@ -58,7 +58,7 @@ def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path):
         assert abs(values.mean() - row["test"][metric]) < 1e-4, f"{metric}: mean of per-user values"
 
     files = sorted(os.listdir(suite["results_dir"]))
-    assert len(files) == 4 and files[0].startswith("Pop-seed1-")
+    assert len(files) == 4 and files[0].startswith("Pop-synth-seed1-")
     with open(os.path.join(suite["results_dir"], files[0]), encoding="utf-8") as f:
         assert json.load(f)["model"] == "Pop", "rows are plain JSON"
 

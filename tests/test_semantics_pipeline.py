@@ -163,7 +163,9 @@ def test_llm4sbr_prompts_hold_only_items_before_each_target(tiny_llm, tmp_path, 
     assert (
         "short-term" in short[0]["content"] and "Only output the item name" in short[0]["content"]
     )
-    table = files.read_table(files.file_path(config, "intent"), "intent")
+    table = files.read_table(
+        files.file_path(config, "intent"), files.intent_header(["long", "short"])
+    )
     assert len(table["sid"]) == manifest["counts"]["samples"]
     assert all(len(v) == 384 and np.isfinite(v).all() for v in table["long_intent"])
 

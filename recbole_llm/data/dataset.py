@@ -9,7 +9,7 @@ training and evaluation batches alike.
   ``semantic_interest_mask`` ``[B, M]`` (the interests of the row's user's typical user; all
   False for a user without semantics), plus :meth:`~EIMFDataset.item_text_matrix` ``[N, D]``.
 - :class:`LLM4SBRDataset` (session benchmark files): ``long_intent`` and ``short_intent``
-  ``[B, D]`` of the row's sample.
+  ``[B, D]`` of the row's sample (``normal_intent`` for the single-view ablation).
 """
 
 from logging import getLogger
@@ -24,8 +24,6 @@ from recbole_llm.semantics.files import SemanticsError
 
 INTERESTS = "semantic_interests"
 INTEREST_MASK = "semantic_interest_mask"
-LONG_INTENT = "long_intent"
-SHORT_INTENT = "short_intent"
 
 
 def _ids(dataset, field, tokens, path):
@@ -159,8 +157,14 @@ class EIMFDataset(SequentialDataset):
         return df
 
 
+def intent_field(view):
+    """Batch field of a view's intent vectors (``long_intent``, ``short_intent``, ...)."""
+    return f"{view}_intent"
+
+
 class LLM4SBRDataset(SequentialDataset):
-    """Session dataset (RecBole benchmark files) with each sample's long/short intents."""
+    """Session dataset (RecBole benchmark files) with each sample's intent vectors, one field
+    per view of the semantics (``long_intent`` and ``short_intent`` by default)."""
 
     def __init__(self, config):
         super().__init__(config)
@@ -170,12 +174,10 @@ class LLM4SBRDataset(SequentialDataset):
         from recbole_llm.semantics.pipeline import load_or_create
 
         manifest = load_or_create(self.config, "llm4sbr")
-        dim = manifest["dimensions"]["text"]
+        dim, views = manifest["dimensions"]["text"], manifest["views"]
         path = files.file_path(self.config, "intent")
-        table = files.read_table(path, "intent")
+        table = files.read_table(path, files.intent_header(views))
         ids = _ids(self, self.uid_field, table["sid"], path)
-        long_intent = files.stack_vectors(path, "long_intent", table["long_intent"], dim)
-        short_intent = files.stack_vectors(path, "short_intent", table["short_intent"], dim)
         covered = np.zeros(self.user_num, dtype=bool)
         covered[ids] = True
         if not covered[1:].all():
@@ -184,10 +186,13 @@ class LLM4SBRDataset(SequentialDataset):
                 f"'{path}' has no intents for {int((~covered[1:]).sum())} samples "
                 f"(e.g. '{missing}'); regenerate the semantics."
             )
-        self._long = torch.zeros(self.user_num, dim)
-        self._short = torch.zeros(self.user_num, dim)
-        self._long[ids] = torch.from_numpy(long_intent)
-        self._short[ids] = torch.from_numpy(short_intent)
+        self._intents = {}
+        for view in views:
+            column = intent_field(view)
+            matrix = torch.zeros(self.user_num, dim)
+            matrix[ids] = torch.from_numpy(files.stack_vectors(path, column, table[column], dim))
+            self._intents[column] = matrix
+        self.intent_views = views
         self.intent_dim = dim
         self.semantics_manifest = manifest
 
@@ -196,8 +201,6 @@ class LLM4SBRDataset(SequentialDataset):
         if self.uid_field in df:
             sessions = df[self.uid_field]
             df.update(
-                Interaction(
-                    {LONG_INTENT: self._long[sessions], SHORT_INTENT: self._short[sessions]}
-                )
+                Interaction({field: table[sessions] for field, table in self._intents.items()})
             )
         return df

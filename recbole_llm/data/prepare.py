@@ -125,7 +125,6 @@ def ensure_dataset(config):
     if name in PREPARERS:
         if is_prepared(folder, name):
             return
-        _, _, requirement = PREPARERS[name]
         if config["auto_prepare"] is False:
             raise FileNotFoundError(
                 f"Dataset '{name}' is not prepared in '{folder}' and auto_prepare is off. "
@@ -231,6 +230,27 @@ def prepare_ml_1m(folder):
             ].itertuples(index=False)
         ),
     )
+
+
+def _session_preparer(source):
+    def prepare(folder):
+        from recbole_llm.data.sessions import write_session_dataset
+
+        root = os.path.dirname(folder)
+        source_folder = prepare_dataset(source, root)
+        stats = write_session_dataset(source_folder, source, folder, os.path.basename(folder))
+        getLogger().info(f"Sessions of {source}: {stats}")
+
+    prepare.__doc__ = f"Session benchmark files from {source} (rule in recbole_llm.data.sessions)."
+    return prepare
+
+
+for _source in ("ml-100k", "ml-1m"):
+    register_preparer(
+        f"{_source}-session",
+        ["item", "train.inter", "valid.inter", "test.inter"],
+        PREPARERS[_source][2],
+    )(_session_preparer(_source))
 
 
 def main(name, argv=None):

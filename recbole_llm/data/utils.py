@@ -25,10 +25,10 @@ from recbole_llm.data.prepare import ensure_dataset
 def source_files(config):
     """The files a dataset is built from: ``<dataset>.*`` in its data folder and, when set
     apart, in its semantics folder."""
+    from recbole_llm.semantics.files import semantics_dir
+
     prefix = f"{config['dataset']}."
-    folders = {os.path.abspath(config["data_path"])}
-    if config["semantics_dir"]:
-        folders.add(os.path.abspath(config["semantics_dir"]))
+    folders = {os.path.abspath(config["data_path"]), semantics_dir(config)}
     return sorted(
         os.path.join(folder, name)
         for folder in folders

@@ -9,6 +9,7 @@ file                   columns                                                  
 ``<ds>.interest``      ``tuid:token  interest_num:float  interest_emb:float_seq``   EIMF
 ``<ds>.usertypical``   ``uid:token  tuid:token``                                   EIMF
 ``<ds>.intent``        ``sid:token  long_intent:float_seq  short_intent:float_seq``  LLM4SBR
+                       (``normal_intent`` for the single-view ablation)
 ``<ds>.eimf.json`` /   manifest: inputs and their hashes, settings, LLM, encoder,
 ``<ds>.llm4sbr.json``  prompt template, dimensions, row counts, calls, tokens, time
 =====================  ==========================================================  ==========
@@ -34,8 +35,12 @@ HEADERS = {
     "itemtext": ["iid:token", "item_text:float_seq"],
     "interest": ["tuid:token", "interest_num:float", "interest_emb:float_seq"],
     "usertypical": ["uid:token", "tuid:token"],
-    "intent": ["sid:token", "long_intent:float_seq", "short_intent:float_seq"],
 }
+
+
+def intent_header(views):
+    """Header of ``<ds>.intent``: the sample key, then one vector column per view."""
+    return ["sid:token"] + [f"{view}_intent:float_seq" for view in views]
 
 
 class SemanticsError(ValueError):
@@ -43,8 +48,12 @@ class SemanticsError(ValueError):
 
 
 def semantics_dir(config):
-    """Folder of a dataset's semantic files."""
-    return os.path.abspath(config["semantics_dir"] or config["data_path"])
+    """Folder of a dataset's semantic files: ``semantics_dir`` (a relative one is inside the
+    dataset's folder, e.g. ``semantics_dir: categories``), else the dataset's folder."""
+    folder = config["semantics_dir"]
+    if not folder:
+        return os.path.abspath(config["data_path"])
+    return os.path.abspath(os.path.join(config["data_path"], os.path.expanduser(folder)))
 
 
 def file_path(config, suffix):
@@ -59,11 +68,13 @@ def _vector_text(vector):
     return " ".join(f"{x:.6g}" for x in vector)
 
 
-def write_table(path, suffix, rows):
-    """Write one semantic file atomically; ``rows`` are tuples matching ``HEADERS[suffix]``."""
+def write_table(path, header, rows):
+    """Write one semantic file atomically; ``header`` is a suffix of :data:`HEADERS` or a list
+    of ``name:type`` cells, and ``rows`` are tuples matching it."""
+    header = HEADERS[header] if isinstance(header, str) else header
 
     def write(f):
-        f.write("\t".join(HEADERS[suffix]) + "\n")
+        f.write("\t".join(header) + "\n")
         for row in rows:
             cells = [_vector_text(c) if isinstance(c, np.ndarray) else str(c) for c in row]
             f.write("\t".join(cells) + "\n")
@@ -71,15 +82,17 @@ def write_table(path, suffix, rows):
     atomic_write(path, write)
 
 
-def read_table(path, suffix):
-    """Read a semantic file: ``{column name: list of str or float32 arrays}``."""
+def read_table(path, expected):
+    """Read a semantic file: ``{column name: list of str or float32 arrays}``; ``expected`` is
+    a suffix of :data:`HEADERS` or the expected header."""
+    expected = HEADERS[expected] if isinstance(expected, str) else expected
     if not os.path.isfile(path):
         raise SemanticsError(f"Semantic file '{path}' does not exist.")
     with open(path, encoding="utf-8") as f:
         header = f.readline().rstrip("\n").split("\t")
-        if header != HEADERS[suffix]:
+        if header != expected:
             raise SemanticsError(
-                f"'{path}' has header {header}, expected {HEADERS[suffix]}; regenerate it."
+                f"'{path}' has header {header}, expected {expected}; regenerate it."
             )
         names = [h.split(":")[0] for h in header]
         kinds = [h.split(":")[1] for h in header]

@@ -365,6 +365,7 @@ class GenerationStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    wall_seconds: float = 0.0  # the whole generation pass, bookkeeping and cache writes included
     total_prompt_tokens: int = 0
     total_completion_tokens: int = 0
     total_seconds: float = 0.0
@@ -425,6 +426,7 @@ class CachedGenerator:
                         entry.get("completion_tokens", 0),
                         entry.get("seconds", 0.0),
                     )
+        started = time.perf_counter()
         todo = sum(len(b) for b in todo_batches)
         bar = tqdm(
             total=todo, desc=description, unit="prompt", disable=not self.progress or not todo
@@ -455,6 +457,7 @@ class CachedGenerator:
             fresh.difference_update(e["key"] for e in entries)
             bar.update(len(batch))
         bar.close()
+        stats.wall_seconds = time.perf_counter() - started
         for reply in results:
             if reply is not None and not reply.error:
                 stats.total_prompt_tokens += reply.prompt_tokens

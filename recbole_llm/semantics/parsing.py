@@ -9,6 +9,9 @@ the prompt's own titles, and caps the count.
 import json
 import re
 
+#: Bump when parsing changes what a reply yields: semantic files made before become stale.
+PARSER_VERSION = 2
+
 _FENCE = re.compile(r"```(?:json)?", re.IGNORECASE)
 # markdown link targets, bare URLs and emphasis marks that small models sprinkle around
 _MARKUP = re.compile(r"\]\([^)\s]*\)?|https?://\S+|www\.\S+|\*+|#+|_{2,}|`+|\|")

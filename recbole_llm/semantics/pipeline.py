@@ -24,7 +24,7 @@ from recbole_llm import __version__
 from recbole_llm.semantics import files, prompts
 from recbole_llm.semantics.files import SemanticsError
 from recbole_llm.semantics.history import sample_prefixes, training_histories
-from recbole_llm.semantics.parsing import parse_interests, parse_item_name
+from recbole_llm.semantics.parsing import PARSER_VERSION, parse_interests, parse_item_name
 from recbole_llm.semantics.text import category_words, item_texts
 
 KINDS = ("eimf", "llm4sbr")
@@ -52,14 +52,15 @@ SETTING_KEYS = {
         "interest_source",
         "interest_fallback",
         "typical_assignment",
-        "seed",
+        "semantics_seed",
         "eval_args",
         "user_inter_num_interval",
         "item_inter_num_interval",
         "rm_dup_inter",
         "val_interval",
     ],
-    "llm4sbr": COMMON_KEYS + ["intent_topr", "intent_aggregation", "benchmark_filename"],
+    "llm4sbr": COMMON_KEYS
+    + ["intent_views", "intent_source", "intent_topr", "intent_aggregation", "benchmark_filename"],
 }
 
 
@@ -69,11 +70,15 @@ def settings(config, kind):
 
     values = {key: config[key] for key in SETTING_KEYS[kind]}
     values["llm_identity"] = model_identity(config) if needs_llm(config, kind) else None
+    values["prompt_template"] = prompts.template_hash(kind)
+    values["parser"] = PARSER_VERSION
     return values
 
 
 def needs_llm(config, kind):
-    return kind == "llm4sbr" or config["interest_source"] == "llm"
+    if kind == "llm4sbr":
+        return config["intent_source"] == "llm"
+    return config["interest_source"] == "llm"
 
 
 def command(config, kind):
@@ -171,6 +176,19 @@ def _summary(stats, encoder, seconds):
     return generation
 
 
+def interest_requests(config, users, histories, texts):
+    """EIMF's prompt for each user: its last ``prompt_max_items`` training items' texts."""
+    return [
+        prompts.eimf_messages(
+            [texts[i] for i in histories[u][-config["prompt_max_items"] :]],
+            config["max_interests"],
+            noun=config["item_noun"],
+            verb=config["item_verb"],
+        )
+        for u in users
+    ]
+
+
 def _typical_interests(config, typical_tokens, histories, texts, generator):
     """Interests per typical user, and whether each came from the LLM or a fallback."""
     max_interests = config["max_interests"]
@@ -200,15 +218,7 @@ def _typical_interests(config, typical_tokens, histories, texts, generator):
             f"interest_source must be 'llm' or 'categories', got '{config['interest_source']}'"
         )
 
-    requests = [
-        prompts.eimf_messages(
-            [texts.texts[i] for i in recent[u]],
-            max_interests,
-            noun=config["item_noun"],
-            verb=config["item_verb"],
-        )
-        for u in typical_tokens
-    ]
+    requests = interest_requests(config, typical_tokens, histories, texts.texts)
     replies, stats = generator.run(requests, config["llm_batch_size"], "typical users")
     interests, sources, raw = {}, {}, {}
     for user, reply in zip(typical_tokens, replies):
@@ -247,11 +257,11 @@ def _run_eimf(config, refresh, start):
         method=config["typical_selection"],
         typical_ratio=config["typical_ratio"],
         max_ap_users=config["ap_max_users"],
-        seed=config["seed"],
+        seed=config["semantics_seed"],
     )
     mapping = typical.mapping()
     if config["typical_assignment"] == "shuffled":
-        rng = np.random.default_rng(config["seed"])
+        rng = np.random.default_rng(config["semantics_seed"])
         targets = list(mapping.values())
         rng.shuffle(targets)
         mapping = dict(zip(mapping, targets))
@@ -346,6 +356,19 @@ def localise(answer_vectors, item_vectors, topr, aggregation):
     return intents.astype(np.float32)
 
 
+def _intent_views(config):
+    views = list(config["intent_views"] or [])
+    if (
+        not views
+        or any(v not in prompts.LLM4SBR_VIEWS for v in views)
+        or len(set(views)) < len(views)
+    ):
+        raise ValueError(
+            f"intent_views must be distinct views from {list(prompts.LLM4SBR_VIEWS)}, got {views}"
+        )
+    return views
+
+
 def _run_llm4sbr(config, refresh, start):
     if not config["benchmark_filename"]:
         raise ValueError(
@@ -353,50 +376,50 @@ def _run_llm4sbr(config, refresh, start):
             "form (benchmark_filename: [train, valid, test]); "
             f"dataset '{config['dataset']}' has no benchmark_filename."
         )
+    views = _intent_views(config)
+    source = config["intent_source"]
+    if source not in ("llm", "last_item"):
+        raise ValueError(f"intent_source must be 'llm' or 'last_item', got '{source}'")
     dataset = _plain_dataset(config)
     parts = dataset.build()
     encoder = _encoder(config)
     tokens, texts, item_vectors = _encode_items(config, dataset, encoder)
     row_of = {t: i for i, t in enumerate(tokens)}
-    key_field = dataset.uid_field
     samples = collections.OrderedDict()
     for part in parts:
-        samples.update(sample_prefixes(part, key_field))
+        samples.update(sample_prefixes(part, dataset.uid_field))
     keys = list(samples)
     recent = {k: samples[k][-config["prompt_max_items"] :] for k in keys}
-    requests = []
-    for key in keys:
-        listing = [(texts.texts[i], i) for i in recent[key]]
-        requests += [
-            prompts.llm4sbr_messages(listing, "long"),
-            prompts.llm4sbr_messages(listing, "short"),
-        ]
-    generator = _generator(config, "llm4sbr", refresh)
-    replies, stats = generator.run(requests, config["llm_batch_size"], "session intents")
-
-    names = [parse_item_name(r.text) if not r.error else "" for r in replies]
-    answered = [i for i, n in enumerate(names) if n]
-    answer_vectors = np.zeros((len(names), encoder.dim), dtype=np.float32)
-    if answered:
-        answer_vectors[answered] = encoder.encode([names[i] for i in answered])
-    intents = localise(
-        answer_vectors, item_vectors, config["intent_topr"], config["intent_aggregation"]
+    topr, aggregation = config["intent_topr"], config["intent_aggregation"]
+    # the LLM-free control, and the fallback for a reply without a usable name
+    last_item = localise(
+        item_vectors[[row_of[recent[k][-1]] for k in keys]], item_vectors, topr, aggregation
     )
-    # no usable answer: the intent is the localisation of the last item's own text
-    last_items = np.array([row_of[recent[k][-1]] for k in keys for _ in (0, 1)])
-    fallback = [i for i in range(len(names)) if not names[i]]
-    if fallback:
-        intents[fallback] = localise(
-            item_vectors[last_items[fallback]],
-            item_vectors,
-            config["intent_topr"],
-            config["intent_aggregation"],
-        )
+
+    stats = None
+    intents = {view: last_item.copy() for view in views}
+    from_llm = {view: 0 for view in views}
+    if source == "llm":
+        requests = [
+            prompts.llm4sbr_messages([(texts.texts[i], i) for i in recent[k]], view)
+            for k in keys
+            for view in views
+        ]
+        generator = _generator(config, "llm4sbr", refresh)
+        replies, stats = generator.run(requests, config["llm_batch_size"], "session intents")
+        names = [parse_item_name(r.text) if not r.error else "" for r in replies]
+        for v, view in enumerate(views):
+            rows = [j for j in range(len(keys)) if names[j * len(views) + v]]
+            if rows:
+                answers = encoder.encode([names[j * len(views) + v] for j in rows])
+                intents[view][rows] = localise(answers, item_vectors, topr, aggregation)
+            from_llm[view] = len(rows)
+
     files.write_table(files.file_path(config, "itemtext"), "itemtext", zip(tokens, item_vectors))
     files.write_table(
         files.file_path(config, "intent"),
-        "intent",
-        ((k, intents[2 * j], intents[2 * j + 1]) for j, k in enumerate(keys)),
+        files.intent_header(views),
+        ((k, *(intents[view][j] for view in views)) for j, k in enumerate(keys)),
     )
     seconds = time.perf_counter() - start
     generation = _summary(stats, encoder, seconds)
@@ -408,21 +431,26 @@ def _run_llm4sbr(config, refresh, start):
         "inputs": files.input_hashes(config),
         "settings": json_safe(settings(config, "llm4sbr")),
         "settings_hash": files.settings_hash(settings(config, "llm4sbr")),
-        "llm": {"backend": config["llm_backend"], "model": config["llm_model"]},
+        "llm": (
+            {"backend": config["llm_backend"], "model": config["llm_model"]}
+            if source == "llm"
+            else None
+        ),
         "encoder": {
             "model": config["encoder_model"],
             "identity": encoder.identity,
             "dim": encoder.dim,
         },
         "prompt_template": prompts.template_hash("llm4sbr"),
+        "views": views,
         "dimensions": {"text": encoder.dim},
         "files": {f"{name}.itemtext": {"rows": len(tokens)}, f"{name}.intent": {"rows": len(keys)}},
         "counts": {
             "items": len(tokens),
             "item_text_fallbacks": texts.fallback_count,
             "samples": len(keys),
-            "intents_from_llm": len(names) - len(fallback),
-            "intents_fallback_last_item": len(fallback),
+            "intents_from_llm": from_llm,
+            "intents_from_last_item": {view: len(keys) - from_llm[view] for view in views},
         },
         "generation": generation,
         "encoder_texts_encoded": encoder.encoded,

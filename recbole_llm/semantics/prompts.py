@@ -26,10 +26,11 @@ EIMF_EXAMPLE_ANSWER = '["period romance", "literary adaptations", "costume drama
 
 LLM4SBR_TASK = (
     "The order in which users click on items is as follows:\n{listing}\n"
-    "Please guess an item that the user is interested in in the {view}. "
+    "Please guess an item that the user is interested in{qualifier}. "
     "(Only output the item name without any explanation.)"
 )
-LLM4SBR_VIEWS = {"long": "long-term", "short": "short-term"}
+# the paper's view qualifiers; "normal" (its ablation) asks without one
+LLM4SBR_VIEWS = {"long": " in the long-term", "short": " in the short-term", "normal": ""}
 
 
 def numbered(lines):
@@ -53,13 +54,16 @@ def eimf_messages(item_texts, max_interests, noun="item", verb="interacted with"
 
 
 def llm4sbr_messages(items, view):
-    """LLM4SBR's prompt for one view (``long`` or ``short``) of a session.
+    """LLM4SBR's prompt for one view (``long``, ``short`` or ``normal``) of a session.
 
     ``items`` are ``(name, item id)`` pairs, written ``N. Name_ID`` as in the paper.
     """
     listing = numbered(f"{name}_{item_id}" for name, item_id in items)
     return [
-        {"role": "user", "content": LLM4SBR_TASK.format(listing=listing, view=LLM4SBR_VIEWS[view])}
+        {
+            "role": "user",
+            "content": LLM4SBR_TASK.format(listing=listing, qualifier=LLM4SBR_VIEWS[view]),
+        }
     ]
 
 

@@ -1,0 +1,130 @@
+"""LLM4SBR: backbone views, intents as inputs, its losses, and the whole pipeline."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from recbole_llm.config import Config
+from recbole_llm.data.utils import create_dataset, data_preparation
+from recbole_llm.quick_start import run_recbole_llm
+from recbole_llm.registry import get_model, get_trainer
+
+BACKBONES = ["SRGNN", "GRU4Rec", "SASRec", "NARM", "STAMP", "GCSAN"]
+
+
+@pytest.fixture(scope="module")
+def session_root(tmp_path_factory):
+    """Synthetic sessions, with semantics and caches shared by this module's tests."""
+    from synthetic import write_synthetic_sessions
+
+    root = tmp_path_factory.mktemp("sessions")
+    write_synthetic_sessions(str(root))
+    return str(root)
+
+
+@pytest.fixture
+def session_config(session_root, tiny_llm, tmp_path):
+    return {
+        "data_path": session_root,
+        "USER_ID_FIELD": "session_id",
+        "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
+        "alias_of_item_id": ["item_id_list"],
+        "benchmark_filename": ["train", "valid", "test"],
+        "MAX_ITEM_LIST_LENGTH": 50,
+        "text_fields": ["movie_title", "class"],
+        "llm_model": tiny_llm,
+        "llm_max_new_tokens": 6,
+        "prompt_max_items": 4,
+        "semantics_cache_dir": session_root + "/cache",
+        "semantics_dir": session_root + "/semantics",
+        "embedding_size": 16,
+        "hidden_size": 16,
+        "n_layers": 1,
+        "n_heads": 2,
+        "inner_size": 32,
+        "epochs": 1,
+        "train_batch_size": 64,
+        "eval_batch_size": 64,
+        "checkpoint_dir": str(tmp_path / "saved"),
+        "show_progress": False,
+        "state": "ERROR",
+    }
+
+
+def build(config_dict):
+    config = Config(model="LLM4SBR", dataset="synth-session", config_dict=config_dict)
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    torch.manual_seed(0)
+    return config, get_model("LLM4SBR")(config, train._dataset), train, valid, test
+
+
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_views_have_the_right_shape_and_ignore_padding(backbone, session_config):
+    _, model, train, _, _ = build(dict(session_config, backbone=backbone))
+    model.eval()
+    batch = next(iter(train))
+    item_seq, item_seq_len = batch["item_id_list"], batch["item_length"]
+    assert (item_seq_len < item_seq.size(1)).any()
+    junk = item_seq.clone()
+    padded = torch.arange(item_seq.size(1)).unsqueeze(0) >= item_seq_len.unsqueeze(1)
+    junk[padded] = torch.randint(1, model.n_items, (int(padded.sum()),))
+    with torch.no_grad():
+        clean, dirty = model._views(item_seq, item_seq_len), model._views(junk, item_seq_len)
+    size = 16
+    for view in ("short", "long"):
+        assert tuple(clean[view].shape) == (len(item_seq), size)
+        assert torch.allclose(clean[view], dirty[view], atol=1e-6), view
+
+
+def test_intents_reach_the_scores_and_tau_zero_leaves_the_cross_entropy(session_config):
+    _, model, train, _, test = build(dict(session_config, intent_loss_weight=0.0))
+    model.eval()
+    batch = next(iter(test))[0]
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        batch.interaction["long_intent"] = batch["long_intent"].flip(0)
+        assert not torch.allclose(model.full_sort_predict(batch), scores)
+    train_batch = next(iter(train))
+    loss = model.calculate_loss(train_batch)
+    logits = model.forward(train_batch) @ model.backbone.item_embedding.weight.T
+    logits[:, 0] = float("-inf")
+    assert torch.equal(loss, F.cross_entropy(logits, train_batch["item_id"]))
+
+
+def test_alignment_loss_falls_over_epochs(session_config):
+    config, model, train, _, _ = build(dict(session_config, backbone="GRU4Rec", learning_rate=0.01))
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    au = [trainer._train_epoch(train, epoch)[1] for epoch in range(4)]
+    assert au[-1] < au[0]
+
+
+def test_normal_view_ablation_and_the_llm_free_control(session_config):
+    normal = dict(
+        session_config,
+        intent_views=["normal"],
+        semantics_dir=session_config["semantics_dir"] + "-n",
+    )
+    _, model, train, _, _ = build(normal)
+    assert model.views == ["normal"] and model.session_views is None
+    assert "normal_intent" in next(iter(train)).interaction
+    control = dict(
+        session_config,
+        intent_source="last_item",
+        semantics_dir=session_config["semantics_dir"] + "-c",
+    )
+    result = run_recbole_llm(
+        model="LLM4SBR", dataset="synth-session", config_dict=control, saved=False
+    )
+    assert all(0 <= v <= 1 for v in result["test_result"].values())
+
+
+@pytest.mark.parametrize("backbone", ["SRGNN", "NARM"])
+def test_end_to_end_with_the_tiny_llm(backbone, session_config):
+    result = run_recbole_llm(
+        model="LLM4SBR",
+        dataset="synth-session",
+        config_dict=dict(session_config, backbone=backbone),
+        saved=True,
+    )
+    assert all(0 <= v <= 1 for v in result["test_result"].values())
