@@ -53,7 +53,10 @@ setup(
     # the YAML defaults live in the top-level properties/ folder of the checkout and are
     # installed inside the package, so they work outside the checkout too
     package_dir={"recbole_llm.properties": "properties"},
-    package_data={"recbole_llm.properties": ["*.yaml", "*/*.yaml"]},
+    package_data={
+        "recbole_llm.properties": ["*.yaml", "*/*.yaml"],
+        "recbole_llm": ["shipped/*.jsonl"],  # LLM replies shipped for the default datasets
+    },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     entry_points={"console_scripts": ["recbole-llm=recbole_llm.cli:main"]},

@@ -12,6 +12,7 @@ A suite is a YAML file::
       - model: REMI
         label: REMI-SSM                            # row name (default: the model)
         config: {loss_type: SSM}                   # this row's own keys (optional)
+        seeds: [2020]                              # this row's seeds (default: the suite's)
     comparisons: [[REMI, SASRec]]                  # paired bootstrap: A minus B
     report: {output: ../../results/x.md, metrics: [recall, ndcg], topk: [10, 20]}
     results_dir: ../../results/runs                # rows, shared by suites (default: runs/
@@ -61,6 +62,7 @@ def load_suite(path):
             raise ValueError(f"Suite '{path}': every run needs a model, got {entry}")
         entry.setdefault("label", entry["model"])
         entry["config"] = entry.get("config") or {}
+        entry["seeds"] = entry.get("seeds") or suite["seeds"]  # a costly row may run fewer
         runs.append(entry)
     labels = [r["label"] for r in runs]
     duplicates = {label for label in labels if labels.count(label) > 1}
@@ -113,9 +115,10 @@ def run_spec(suite, entry, seed):
 
 
 def row_path(suite, spec):
-    return os.path.join(
-        suite["results_dir"], f"{spec['label']}-seed{spec['seed']}-{spec['hash']}.json"
-    )
+    """A run's results row. Rows are named by model, dataset, seed and config hash, not by the
+    suite's label, so suites that share a run (a backbone in two suites) share its row."""
+    name = f"{spec['model']}-{spec['dataset']}-seed{spec['seed']}-{spec['hash']}.json"
+    return os.path.join(suite["results_dir"], name)
 
 
 def _to_builtin(value):
@@ -208,7 +211,13 @@ def write_row(path, row):
 
 def run_suite(suite, data_path=None, only=None, timeout=None, log=print):
     """Run every (run, seed) of a suite that has no results row yet; returns the rows."""
-    specs = [run_spec(suite, entry, seed) for seed in suite["seeds"] for entry in suite["runs"]]
+    all_seeds = list(dict.fromkeys(suite["seeds"] + [s for e in suite["runs"] for s in e["seeds"]]))
+    specs = [  # seed by seed, so that a partial suite already compares every row
+        run_spec(suite, entry, seed)
+        for seed in all_seeds
+        for entry in suite["runs"]
+        if seed in entry["seeds"]
+    ]
     if only:
         specs = [s for s in specs if s["label"] in only or s["model"] in only]
     todo = [s for s in specs if not os.path.exists(row_path(suite, s))]
@@ -262,8 +271,8 @@ def run_suite(suite, data_path=None, only=None, timeout=None, log=print):
 def load_rows(suite):
     """Rows of the suite's current specs that exist on disk, keyed by (label, seed)."""
     rows = {}
-    for seed in suite["seeds"]:
-        for entry in suite["runs"]:
+    for entry in suite["runs"]:
+        for seed in entry["seeds"]:
             path = row_path(suite, run_spec(suite, entry, seed))
             if os.path.exists(path):
                 with open(path, encoding="utf-8") as f:
@@ -336,14 +345,14 @@ def render_report(suite, rows):
         "|---|" + "---:|" * (len(metric_keys) + 3),
     ]
     for entry in suite["runs"]:
-        found = [rows[(entry["label"], s)] for s in seeds if (entry["label"], s) in rows]
+        found = [rows[(entry["label"], s)] for s in entry["seeds"] if (entry["label"], s) in rows]
         cells = [_mean_std([r["test"][k] for r in found if k in r["test"]]) for k in metric_keys]
         epochs = _mean_std([r["epochs"] for r in found]).replace(".0000", "")
         seconds = f"{np.mean([r['seconds_per_epoch'] for r in found]):.1f}" if found else "-"
         lines.append(
             f"| {entry['label']} | "
             + " | ".join(cells)
-            + f" | {epochs} | {seconds} | {len(found)}/{len(seeds)} |"
+            + f" | {epochs} | {seconds} | {len(found)}/{len(entry['seeds'])} |"
         )
     if suite.get("comparisons"):
         metric = report["compare_metric"]

@@ -33,7 +33,12 @@ def tiny_suite(tmp_path, synthetic_root):
         "config_files": ["shared.yaml"],
         "runs": [
             "Pop",
-            {"model": "SASRec", "label": "SASRec-fast", "config": {"learning_rate": 0.01}},
+            {
+                "model": "SASRec",
+                "label": "SASRec-fast",
+                "config": {"learning_rate": 0.01},
+                "seeds": [1],
+            },
         ],
         "comparisons": [["SASRec-fast", "Pop"]],
         "report": {"output": "out/tiny.md", "metrics": ["recall", "ndcg"], "topk": [5, 10]},
@@ -47,7 +52,7 @@ def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path):
     suite = benchmark.load_suite(tiny_suite)
     logs = []
     rows = benchmark.run_suite(suite, log=logs.append)
-    assert len(rows) == 4
+    assert len(rows) == 3, "Pop on seeds 1 and 2, SASRec-fast on its own seed 1 only"
     row = rows[("SASRec-fast", 1)]
     assert row["status"] == "ok" and row["epochs"] == 1 and row["seconds_per_epoch"] > 0
     assert row["config"]["learning_rate"] == 0.01 and row["config"]["seed"] == 1
@@ -58,18 +63,18 @@ def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path):
         assert abs(values.mean() - row["test"][metric]) < 1e-4, f"{metric}: mean of per-user values"
 
     files = sorted(os.listdir(suite["results_dir"]))
-    assert len(files) == 4 and files[0].startswith("Pop-synth-seed1-")
+    assert len(files) == 3 and files[0].startswith("Pop-synth-seed1-")
     with open(os.path.join(suite["results_dir"], files[0]), encoding="utf-8") as f:
         assert json.load(f)["model"] == "Pop", "rows are plain JSON"
 
     # resume: nothing is rerun
     logs.clear()
     benchmark.run_suite(suite, log=logs.append)
-    assert "4 runs, 4 already done" in logs[0] and len(logs) == 1
+    assert "3 runs, 3 already done" in logs[0] and len(logs) == 1
 
     # --only restricts the runs: a missing SASRec row is not redone when only Pop is asked for
     os.remove(os.path.join(suite["results_dir"], files[-1]))
-    assert len(benchmark.run_suite(suite, only=["Pop"], log=lambda *_: None)) == 3
+    assert len(benchmark.run_suite(suite, only=["Pop"], log=lambda *_: None)) == 2
 
     # a changed shared key is a new run identity
     changed = dict(suite, config={"learning_rate": 0.002})
@@ -77,7 +82,7 @@ def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path):
 
     path, text = benchmark.write_report(suite, benchmark.run_suite(suite, log=lambda *_: None))
     assert os.path.exists(path) and path.endswith(os.path.join("out", "tiny.md"))
-    assert "| SASRec-fast |" in text and " ± " in text and "2/2" in text
+    assert "| SASRec-fast |" in text and " ± " in text and "2/2" in text and "1/1" in text
     assert "| SASRec-fast | Pop |" in text and "95 % interval" in text
     assert "learning_rate" in text and "run_suite.py" in text
 

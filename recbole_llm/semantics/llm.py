@@ -467,7 +467,22 @@ class CachedGenerator:
         return results, stats
 
 
+SHIPPED_PREFIX = "shipped:"
+
+
+def shipped_path(name):
+    """A reply file shipped inside the package (``recbole_llm/shipped/<name>``)."""
+    return os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "shipped", name
+    )
+
+
 def reply_cache(config):
-    """The reply cache of a config: ``<cache root>/replies.jsonl`` plus shipped read-only files."""
+    """The reply cache of a config: ``<cache root>/replies.jsonl`` plus read-only files from
+    ``llm_reply_files`` (``shipped:<name>`` is a file shipped with the package)."""
     path = os.path.join(cache_root(config["semantics_cache_dir"]), "replies.jsonl")
-    return ReplyCache(path, read_only_paths=config["llm_reply_files"] or [])
+    extra = [
+        shipped_path(p[len(SHIPPED_PREFIX) :]) if p.startswith(SHIPPED_PREFIX) else p
+        for p in config["llm_reply_files"] or []
+    ]
+    return ReplyCache(path, read_only_paths=extra)

@@ -1,0 +1,359 @@
+"""Hyper-parameter sweeps from YAML (or RecBole's line format) over our objective function.
+
+A YAML sweep maps each parameter to one distribution::
+
+    learning_rate: {loguniform: [1.0e-4, 1.0e-1]}   # real bounds
+    semantic_weight: {choice: [0.0, 0.1, 0.2]}
+    align_temperature: {uniform: [0.05, 0.5]}
+    hidden_size: {quniform: [32, 128, 32]}
+
+RecBole's own line format (``name type value``) is read too; there ``loguniform`` takes
+*log-space* bounds (``learning_rate loguniform -8,0``), as RecBole and hyperopt define it, while
+the YAML form takes the real bounds. Algorithms: ``grid`` (a deterministic walk over every
+combination of ``choice`` values, in file order), ``exhaustive``, ``random`` and ``bayes``
+(RecBole's HyperTuning on hyperopt), or ray tune with ``--tool=ray``.
+"""
+
+import itertools
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import yaml
+
+KINDS = ("choice", "uniform", "quniform", "loguniform")
+ALGORITHMS = ("grid", "exhaustive", "random", "bayes")
+
+
+class SweepError(ValueError):
+    """A sweep file that cannot be used; the message names the file, line or key."""
+
+
+@dataclass
+class Param:
+    """One swept parameter; ``loguniform`` bounds are kept in log space, as hyperopt wants."""
+
+    name: str
+    kind: str
+    args: list
+
+
+def _number_list(where, value, length):
+    if not isinstance(value, (list, tuple)) or len(value) != length:
+        raise SweepError(f"{where}: needs a list of {length} numbers, got {value!r}")
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        raise SweepError(f"{where}: needs numbers, got {value!r}")
+    return [float(v) for v in value]
+
+
+def _check_bounds(where, low, high):
+    if not low < high:
+        raise SweepError(f"{where}: the lower bound {low} must be below the upper bound {high}")
+
+
+def _from_yaml(path, content):
+    params = []
+    for name, spec in content.items():
+        where = f"{path}: '{name}'"
+        if not isinstance(spec, dict) or len(spec) != 1:
+            raise SweepError(
+                f"{where} must map to one of {{{', '.join(KINDS)}: ...}}, got {spec!r}"
+            )
+        ((kind, value),) = spec.items()
+        if kind not in KINDS:
+            raise SweepError(
+                f"{where}: unknown distribution '{kind}'; use one of {', '.join(KINDS)}"
+            )
+        if kind == "choice":
+            if not isinstance(value, list) or not value:
+                raise SweepError(f"{where}: choice needs a non-empty list, got {value!r}")
+            params.append(Param(name, kind, list(value)))
+        elif kind == "uniform":
+            low, high = _number_list(where, value, 2)
+            _check_bounds(where, low, high)
+            params.append(Param(name, kind, [low, high]))
+        elif kind == "quniform":
+            low, high, q = _number_list(where, value, 3)
+            _check_bounds(where, low, high)
+            if q <= 0:
+                raise SweepError(f"{where}: the step q must be positive, got {q}")
+            params.append(Param(name, kind, [low, high, q]))
+        else:
+            low, high = _number_list(where, value, 2)
+            _check_bounds(where, low, high)
+            if low <= 0:
+                raise SweepError(
+                    f"{where}: loguniform takes real, positive bounds in YAML (e.g. [1e-4, 1e-1]); "
+                    "RecBole's line format takes log-space bounds instead"
+                )
+            params.append(Param(name, kind, [math.log(low), math.log(high)]))
+    return params
+
+
+_LINE = re.compile(r"^\s*(\S+)\s+(\S+)\s+(.+?)\s*$")
+
+
+def _from_lines(path, text):
+    params = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        where = f"{path}, line {number}"
+        match = _LINE.match(line)
+        if not match:
+            raise SweepError(f"{where}: expected 'name type value', got {line.strip()!r}")
+        name, kind, value = match.groups()
+        if kind not in KINDS:
+            raise SweepError(
+                f"{where}: unknown distribution '{kind}'; use one of {', '.join(KINDS)}"
+            )
+        if kind == "choice":
+            try:
+                choices = yaml.safe_load(value)
+            except yaml.YAMLError as err:
+                raise SweepError(f"{where}: cannot read the choices {value!r}: {err}") from err
+            if not isinstance(choices, list) or not choices:
+                raise SweepError(
+                    f"{where}: choice needs a non-empty list like [1, 2], got {value!r}"
+                )
+            params.append(Param(name, kind, choices))
+            continue
+        try:
+            numbers = [float(v) for v in value.split(",")]
+        except ValueError as err:
+            raise SweepError(
+                f"{where}: bounds must be numbers separated by commas, got {value!r}"
+            ) from err
+        expected = 3 if kind == "quniform" else 2
+        if len(numbers) != expected:
+            raise SweepError(f"{where}: {kind} needs {expected} numbers, got {value!r}")
+        _check_bounds(where, numbers[0], numbers[1])
+        params.append(Param(name, kind, numbers))  # loguniform: already log-space bounds
+    return params
+
+
+def load_params_file(path):
+    """Parse a sweep file (YAML mapping or RecBole's line format) into :class:`Param` s."""
+    if not os.path.isfile(path):
+        raise SweepError(f"Sweep file '{path}' does not exist.")
+    with open(path, encoding="utf-8") as f:
+        text = f.read()
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError:
+        content = None
+    params = _from_yaml(path, content) if isinstance(content, dict) else _from_lines(path, text)
+    if not params:
+        raise SweepError(f"Sweep file '{path}' defines no parameters.")
+    names = [p.name for p in params]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise SweepError(f"Sweep file '{path}' repeats {repeated}.")
+    return params
+
+
+def grid(params):
+    """Every combination of the ``choice`` values, in file order (first parameter slowest)."""
+    others = [p.name for p in params if p.kind != "choice"]
+    if others:
+        raise SweepError(f"--algo=grid walks choice values only; {others} are not choices")
+    names = [p.name for p in params]
+    return [dict(zip(names, values)) for values in itertools.product(*(p.args for p in params))]
+
+
+def params_dict(params):
+    """RecBole HyperTuning's ``params_dict`` (``{kind: {name: args}}``, log-space loguniform)."""
+    result = {}
+    for param in params:
+        args = param.args if param.kind == "choice" else list(param.args)
+        result.setdefault(param.kind, {})[param.name] = args
+    return result
+
+
+def ray_space(params):
+    """The same space for ray tune (which takes real loguniform bounds)."""
+    from ray import tune
+
+    space = {}
+    for p in params:
+        if p.kind == "choice":
+            space[p.name] = tune.choice(p.args)
+        elif p.kind == "uniform":
+            space[p.name] = tune.uniform(*p.args)
+        elif p.kind == "quniform":
+            space[p.name] = tune.quniform(*p.args)
+        else:
+            space[p.name] = tune.loguniform(math.exp(p.args[0]), math.exp(p.args[1]))
+    return space
+
+
+def _plain(value):
+    if hasattr(value, "item"):
+        return value.item()
+    return value
+
+
+def markdown_report(trials, valid_metric, bigger=True):
+    """A table of trials (dicts with ``params``, ``valid``, ``test``), best marked."""
+    if not trials:
+        return "No trial finished.\n"
+    names = list(trials[0]["params"])
+    metrics = list(trials[0]["test"])
+    scores = [t["valid_score"] for t in trials]
+    best = scores.index(max(scores) if bigger else min(scores))
+    lines = [
+        "| trial | "
+        + " | ".join(names)
+        + f" | valid {valid_metric} | "
+        + " | ".join(f"test {m}" for m in metrics)
+        + " |",
+        "|---:|" + "---|" * len(names) + "---:|" + "---:|" * len(metrics),
+    ]
+    for i, trial in enumerate(trials):
+        mark = " **best**" if i == best else ""
+        values = " | ".join(str(trial["params"][n]) for n in names)
+        tests = " | ".join(f"{_plain(trial['test'][m]):.4f}" for m in metrics)
+        lines.append(f"| {i + 1}{mark} | {values} | {_plain(trial['valid_score']):.4f} | {tests} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(trials, output_file, fixed_config, valid_metric, bigger):
+    """Write the Markdown table to ``output_file`` and the best config to ``<stem>.best.yaml``."""
+    from recbole_llm.data.prepare import atomic_write
+
+    report = markdown_report(trials, valid_metric, bigger)
+    atomic_write(output_file, lambda f: f.write(report))
+    if not trials:
+        return report, None
+    scores = [t["valid_score"] for t in trials]
+    best = trials[scores.index(max(scores) if bigger else min(scores))]
+    best_path = os.path.splitext(output_file)[0] + ".best.yaml"
+    best_config = {**fixed_config, **{k: _plain(v) for k, v in best["params"].items()}}
+    atomic_write(best_path, lambda f: yaml.safe_dump(best_config, f, sort_keys=True))
+    return report, best_path
+
+
+def run_sweep(
+    model,
+    dataset,
+    params_file,
+    algo="grid",
+    max_evals=10,
+    config_files=None,
+    output_file="hyper.md",
+    tool="hyperopt",
+    objective=None,
+):
+    """Run a sweep; returns the list of trials (params, valid score, valid and test results)."""
+    from recbole_llm.quick_start import objective_function
+
+    if algo not in ALGORITHMS:
+        raise SweepError(f"--algo must be one of {', '.join(ALGORITHMS)}, got '{algo}'")
+    params = load_params_file(params_file)
+    objective = objective or objective_function
+    fixed = {"model": model, "dataset": dataset}
+    trials = []
+
+    def run_trial(values):
+        result = objective(
+            config_dict={**fixed, **values}, config_file_list=config_files, saved=False
+        )
+        trials.append(
+            {
+                "params": dict(values),
+                "valid_score": result["best_valid_score"],
+                "valid": dict(result["best_valid_result"] or {}),
+                "test": dict(result["test_result"]),
+                "bigger": result["valid_score_bigger"],
+            }
+        )
+        return result
+
+    if tool == "ray":
+        _run_ray(params, max_evals, run_trial)
+    elif algo == "grid":
+        for values in grid(params):
+            run_trial(values)
+    else:
+        from recbole.trainer import HyperTuning
+
+        def recbole_objective(config_dict, config_file_list=None, saved=False):
+            values = {p.name: config_dict[p.name] for p in params}
+            return {"model": model, **run_trial(values)}
+
+        tuner = HyperTuning(
+            recbole_objective,
+            params_dict=params_dict(params),
+            fixed_config_file_list=config_files,
+            algo=algo,
+            max_evals=max_evals,
+        )
+        tuner.run()
+    bigger = trials[0]["bigger"] if trials else True
+    valid_metric = _valid_metric(model, dataset, config_files)
+    report, best_path = write_outputs(trials, output_file, fixed, valid_metric, bigger)
+    return trials, report, best_path
+
+
+def _valid_metric(model, dataset, config_files):
+    from recbole_llm.config import Config
+
+    return Config(model=model, dataset=dataset, config_file_list=config_files)["valid_metric"]
+
+
+def _run_ray(params, max_evals, run_trial):
+    import ray
+    from ray import tune
+
+    def trainable(values):
+        result = run_trial(values)
+        tune.report(**{k: float(v) for k, v in result["test_result"].items()})
+
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True)
+    try:
+        tune.run(
+            trainable,
+            config=ray_space(params),
+            num_samples=max_evals,
+            local_dir="ray_log",
+            verbose=0,
+        )
+    finally:
+        ray.shutdown()
+
+
+def main(argv=None):
+    """``python run_hyper.py --model=EIMF --params_file=sweeps/eimf.yaml --algo=grid``."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(
+        description="Sweep hyper-parameters of a recbole_llm or RecBole model."
+    )
+    parser.add_argument("--model", "-m", default="EIMF")
+    parser.add_argument("--dataset", "-d", default=None)
+    parser.add_argument(
+        "--params_file", required=True, help="YAML sweep or RecBole line-format file"
+    )
+    parser.add_argument("--algo", default="grid", choices=ALGORITHMS)
+    parser.add_argument("--max_evals", type=int, default=10, help="trials for random/bayes/ray")
+    parser.add_argument("--config_files", default=None, help="space-separated fixed config files")
+    parser.add_argument("--output_file", default="hyper.md", help="Markdown table of the trials")
+    parser.add_argument("--tool", default="hyperopt", choices=["hyperopt", "ray"])
+    args, _ = parser.parse_known_args(argv)
+    sys.argv = sys.argv[:1]  # RecBole's Config must not read our flags as config keys
+    config_files = args.config_files.split() if args.config_files else None
+    trials, report, best_path = run_sweep(
+        args.model,
+        args.dataset,
+        args.params_file,
+        algo=args.algo,
+        max_evals=args.max_evals,
+        config_files=config_files,
+        output_file=args.output_file,
+        tool=args.tool,
+    )
+    print(report)
+    print(f"trials: {args.output_file}; best config: {best_path}")
+    return trials
