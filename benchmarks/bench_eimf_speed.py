@@ -27,9 +27,9 @@ def build(model, dataset, config_files, extra):
     return trainer, loaders
 
 
-def timed(function):
+def timed(function, *args, **kwargs):
     start = time.perf_counter()
-    function()
+    function(*args, **kwargs)
     return time.perf_counter() - start
 
 
@@ -68,8 +68,8 @@ def main():
                 ("base", base_trainer, base_train, base_test),
                 ("eimf", eimf_trainer, eimf_train, eimf_test),
             ):
-                train[name].append(timed(lambda: trainer._train_epoch(loader, repeat)))
-                infer[name].append(timed(lambda: trainer.evaluate(test, load_best_model=False)))
+                train[name].append(timed(trainer._train_epoch, loader, repeat))
+                infer[name].append(timed(trainer.evaluate, test, load_best_model=False))
         best = {k: min(v) for k, v in train.items()}
         best_infer = {k: min(v) for k, v in infer.items()}
         rows.append((backbone, best["base"], best["eimf"], best_infer["base"], best_infer["eimf"]))
