@@ -232,13 +232,22 @@ def prepare_ml_1m(folder):
     )
 
 
+SESSION_SUBSETS = {"ml-1m": 10_000}  # samples kept: a fixed random subset (see sessions.py)
+
+
 def _session_preparer(source):
     def prepare(folder):
         from recbole_llm.data.sessions import write_session_dataset
 
         root = os.path.dirname(folder)
         source_folder = prepare_dataset(source, root)
-        stats = write_session_dataset(source_folder, source, folder, os.path.basename(folder))
+        stats = write_session_dataset(
+            source_folder,
+            source,
+            folder,
+            os.path.basename(folder),
+            max_samples=SESSION_SUBSETS.get(source),
+        )
         getLogger().info(f"Sessions of {source}: {stats}")
 
     prepare.__doc__ = f"Session benchmark files from {source} (rule in recbole_llm.data.sessions)."

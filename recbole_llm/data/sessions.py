@@ -11,6 +11,9 @@ The rule follows the official LLM4SBR code (the paper only says "10-minute inter
 4. samples are ordered by the time of their target and split 80 / 10 / 10 into train, valid and
    test, so that model selection uses validation and the test samples come last.
 
+``ml-1m-session`` keeps a fixed random 10,000 of its samples (seed 0): two LLM prompts per
+sample for all of ml-1m (about 100,000 prompts) do not fit a CPU budget.
+
 Output: ``<name>.train.inter``, ``<name>.valid.inter``, ``<name>.test.inter`` with
 ``session_id:token item_id_list:token_seq item_id:token timestamp:float`` (the target's time),
 plus the source's ``.item`` file.
@@ -78,11 +81,22 @@ def split_samples(samples):
     return {"train": samples[:first], "valid": samples[first:second], "test": samples[second:]}
 
 
-def write_session_dataset(source_folder, source_name, folder, name, max_length=50):
+def write_session_dataset(source_folder, source_name, folder, name, max_length=50, max_samples=None):
     """Build session dataset ``name`` in ``folder`` from ``source_folder/source_name``;
-    returns the counts of each step and split."""
+    returns the counts of each step and split.
+
+    ``max_samples`` keeps a fixed random subset of the samples (seed 0, chosen before the
+    time-ordered split), for datasets too large to prompt an LLM for every session.
+    """
     interactions = read_interactions(os.path.join(source_folder, f"{source_name}.inter"))
     samples, stats = build_sessions(interactions, max_length=max_length)
+    if max_samples and len(samples) > max_samples:
+        import random
+
+        keep = sorted(random.Random(0).sample(range(len(samples)), max_samples))
+        samples = [samples[i] for i in keep]
+        stats["subset_of"] = stats["samples"]
+        stats["samples"] = len(samples)
     if len(samples) < 10:
         raise ValueError(f"Only {len(samples)} sessions survive the rule; too few to split.")
     parts = split_samples(samples)
