@@ -18,8 +18,10 @@ A suite is a YAML file::
     results_dir: ../../results/runs                # rows, shared by suites (default: runs/
                                                    # beside the report)
 
-Paths are relative to the suite file. Each run is identified by a hash of its full config
-(model, dataset, seed, every shared and own key), runs in its own process, and writes one JSON
+Paths are relative to the suite file. Each run is identified by a hash of its full resolved
+config (model, dataset, seed, every shared and own key and every default from the YAML
+layers) and the package version; after changing a model's *code*, delete its rows. Each run
+runs in its own process and writes one JSON
 row with RecBole's valid/test results, per-user test metrics, epochs and seconds per epoch.
 Finished runs are never redone, so an interrupted suite resumes where it stopped. The Markdown
 report gives mean +- std over seeds and, for each comparison, the paired per-user bootstrap 95 %
@@ -97,18 +99,69 @@ def shared_config(suite):
     return merged
 
 
+#: Keys that say where or how verbosely a run happens, not what it computes.
+VOLATILE_KEYS = {
+    "data_path",
+    "checkpoint_dir",
+    "device",
+    "gpu_id",
+    "use_gpu",
+    "local_rank",
+    "single_spec",
+    "state",
+    "show_progress",
+    "verbose",
+    "log_wandb",
+    "wandb_project",
+    "worker",
+    "save_dataset",
+    "dataset_save_path",
+    "save_dataloaders",
+    "dataloaders_save_path",
+    "semantics_cache_dir",
+    "auto_prepare",
+    "auto_semantics",
+}
+
+
+_resolved = {}
+
+
+def resolved_config(model, dataset, config_dict):
+    """The full config RecBole will run with (all YAML layers merged), without volatile keys."""
+    key = json.dumps([model, dataset, config_dict], sort_keys=True, default=str)
+    if key not in _resolved:
+        _resolved[key] = _resolve(model, dataset, config_dict)
+    return _resolved[key]
+
+
+def _resolve(model, dataset, config_dict):
+    from recbole_llm.config import Config
+
+    argv, sys.argv = sys.argv, sys.argv[:1]  # Config reads the command line
+    try:
+        config = Config(model=model, dataset=dataset, config_dict=dict(config_dict))
+    finally:
+        sys.argv = argv
+    return {k: v for k, v in config.final_config_dict.items() if k not in VOLATILE_KEYS}
+
+
 def run_spec(suite, entry, seed):
-    """Everything that defines one run; its hash is the run's identity."""
+    """Everything that defines one run. Its identity is a hash of the *resolved* config (every
+    default included, so a changed model default is a new run) and the package version."""
+    from recbole_llm import __version__
+
     config = shared_config(suite)
     config.update(entry["config"])
     config["seed"] = seed
-    spec = {
+    spec = {"model": entry["model"], "dataset": suite["dataset"], "seed": seed, "config": config}
+    identity = {
         "model": entry["model"],
         "dataset": suite["dataset"],
-        "seed": seed,
-        "config": config,
+        "version": __version__,
+        "config": resolved_config(entry["model"], suite["dataset"], config),
     }
-    canonical = json.dumps(spec, sort_keys=True, default=str)
+    canonical = json.dumps(identity, sort_keys=True, default=str)
     spec["hash"] = hashlib.sha256(canonical.encode()).hexdigest()[:12]
     spec["label"] = entry["label"]
     return spec

@@ -81,7 +81,9 @@ def split_samples(samples):
     return {"train": samples[:first], "valid": samples[first:second], "test": samples[second:]}
 
 
-def write_session_dataset(source_folder, source_name, folder, name, max_length=50, max_samples=None):
+def write_session_dataset(
+    source_folder, source_name, folder, name, max_length=50, max_samples=None
+):
     """Build session dataset ``name`` in ``folder`` from ``source_folder/source_name``;
     returns the counts of each step and split.
 

@@ -46,6 +46,7 @@ class MultiInterestRecommender(SequentialRecommender):
         self.sample_num = config["sample_num"]  # negatives per batch for SSM
         self.hard_readout = config["readout"] == "hard"  # target-aware readout: hard or soft
         self.readout_pow = config["readout_pow"]  # label-aware attention power (soft readout)
+        self.dropout_prob = config["dropout_prob"] or 0.0  # dropout on the history embeddings
         if self.loss_type not in LOSS_TYPES:
             raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got '{self.loss_type}'")
         if config["readout"] not in ("hard", "soft"):
@@ -54,6 +55,7 @@ class MultiInterestRecommender(SequentialRecommender):
             raise ValueError("loss_type SSM needs sample_num > 0 (negatives per batch)")
 
         self.item_embedding = nn.Embedding(self.n_items, self.hidden_size, padding_idx=0)
+        self.embedding_dropout = nn.Dropout(self.dropout_prob)
         self.extractor = self.build_extractor(config)
         self.apply(self._init_weights)
         if hasattr(self.extractor, "reset_parameters"):
@@ -87,7 +89,7 @@ class MultiInterestRecommender(SequentialRecommender):
     def encode(self, item_seq, item_seq_len):
         """The interests of a batch of sequences, as :data:`Interests`."""
         mask = self.sequence_mask(item_seq, item_seq_len)
-        item_emb = self.item_embedding(item_seq) * mask.unsqueeze(-1)
+        item_emb = self.embedding_dropout(self.item_embedding(item_seq)) * mask.unsqueeze(-1)
         interest_mask = self.active_interests(item_seq_len)
         vectors, routing = self.run_extractor(item_emb, mask, interest_mask)
         if interest_mask is not None:
