@@ -272,3 +272,37 @@ def test_kill_minus_nine_then_resume_gives_identical_files(server, semantic_conf
             open(files.file_path(config, suffix)).read()
             == open(files.file_path(clean_config, suffix)).read()
         )
+
+
+def test_cache_identity_is_the_weights_not_the_backend(tiny_llm):
+    from recbole_llm.semantics.llm import model_identity
+
+    transformers = model_identity(
+        {"llm_backend": "transformers", "llm_model": "SmolLM2-135M-Instruct"}
+    )
+    llama_cpp = model_identity({"llm_backend": "llama_cpp", "llm_model": "SmolLM2-135M-Instruct"})
+    assert transformers == llama_cpp
+    assert model_identity({"llm_backend": "openai", "llm_model": "qwen"}) == "served:qwen"
+    assert model_identity({"llm_backend": "transformers", "llm_model": tiny_llm}) != transformers
+
+
+def test_llama_cpp_replies_serve_a_transformers_run(tmp_path):
+    """Runs where the optional llama-cpp-python is installed (never required by CI)."""
+    pytest.importorskip("llama_cpp")
+    from recbole_llm.semantics.llm import LlamaCppBackend, model_identity
+
+    identity = model_identity({"llm_backend": "llama_cpp", "llm_model": "SmolLM2-135M-Instruct"})
+    cache = ReplyCache(str(tmp_path / "replies.jsonl"))
+    requests = [messages("Name one famous science fiction movie.")]
+    made, stats = CachedGenerator(
+        lambda: LlamaCppBackend(None), identity, cache, DECODING, progress=False
+    ).run(requests, 1)
+    assert stats.calls == 1 and made[0].text
+    served, stats = CachedGenerator(
+        lambda: pytest.fail("a transformers run of the same weights needs no call"),
+        model_identity({"llm_backend": "transformers", "llm_model": "SmolLM2-135M-Instruct"}),
+        ReplyCache(str(tmp_path / "replies.jsonl")),
+        DECODING,
+        progress=False,
+    ).run(requests, 1)
+    assert stats.calls == 0 and served[0].text == made[0].text
