@@ -10,7 +10,7 @@ import json
 import re
 
 #: Bump when parsing changes what a reply yields: semantic files made before become stale.
-PARSER_VERSION = 2
+PARSER_VERSION = 3
 
 _FENCE = re.compile(r"```(?:json)?", re.IGNORECASE)
 # markdown link targets, bare URLs and emphasis marks that small models sprinkle around
@@ -96,12 +96,25 @@ def parse_interests(reply, max_interests, echoes=()):
     return interests
 
 
+# "The user is interested in the item named ...", "I would guess ...", "Answer: ..."
+_LEAD_IN = re.compile(
+    r"^(?:i\s+would\s+guess|i\s+guess|my\s+guess\s+is)\s+"
+    r"|^(?:the\s+)?(?:user|item|answer)\b[^\"'“]*?(?:\bis\b|\bnamed\b|\bin\b|:)\s+",
+    re.IGNORECASE,
+)
+
+
 def parse_item_name(reply):
-    """The item name an LLM4SBR reply guesses: its first meaningful line, cleaned."""
-    text = _FENCE.sub("", reply or "").strip()
+    """The item name an LLM4SBR reply guesses: the quoted name if there is one, else the first
+    meaningful line without a lead-in ("The item is ...") or the ``_<id>`` suffix."""
+    text = _MARKUP.sub("", _FENCE.sub("", reply or "")).strip()
     for line in text.splitlines():
-        line = _clean(_KEY_PREFIX.sub("", line) if line.count(":") == 1 else line)
-        line = re.sub(r"_\d+$", "", line).strip(_STRIP)
+        quoted = re.search(r'["“]([^"”]+)["”]?', line)
+        if quoted:
+            line = quoted.group(1)
+        else:
+            line = _LEAD_IN.sub("", _KEY_PREFIX.sub("", line) if line.count(":") == 1 else line)
+        line = re.sub(r"_\d+\S*$", "", _clean(line)).strip(_STRIP)
         if line:
             return line
     return ""
