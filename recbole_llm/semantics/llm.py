@@ -365,6 +365,7 @@ class GenerationStats:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     seconds: float = 0.0
+    load_seconds: float = 0.0  # loading the model (and converting a GGUF the first time)
     wall_seconds: float = 0.0  # the whole generation pass, bookkeeping and cache writes included
     total_prompt_tokens: int = 0
     total_completion_tokens: int = 0
@@ -426,8 +427,12 @@ class CachedGenerator:
                         entry.get("completion_tokens", 0),
                         entry.get("seconds", 0.0),
                     )
-        started = time.perf_counter()
         todo = sum(len(b) for b in todo_batches)
+        if todo_batches:  # load the model first: loading is not generation
+            load_start = time.perf_counter()
+            self.backend  # noqa: B018
+            stats.load_seconds = time.perf_counter() - load_start
+        started = time.perf_counter()
         bar = tqdm(
             total=todo, desc=description, unit="prompt", disable=not self.progress or not todo
         )
