@@ -39,6 +39,18 @@ def _ids(dataset, field, tokens, path):
     return np.array([mapping[t] for t in tokens], dtype=np.int64)
 
 
+def _require_every_id(dataset, field, ids, path, what):
+    """Every id of ``field`` (but padding) must have a row; else an error naming the file."""
+    covered = np.zeros(dataset.num(field), dtype=bool)
+    covered[ids] = True
+    if not covered[1:].all():
+        missing = dataset.field2id_token[field][np.flatnonzero(~covered[1:])[0] + 1]
+        raise SemanticsError(
+            f"'{path}' has no {what} for {int((~covered[1:]).sum())} ids of {field} "
+            f"(e.g. '{missing}'); regenerate the semantics."
+        )
+
+
 def _item_text(dataset, manifest):
     path = files.file_path(dataset.config, "itemtext")
     table = files.read_table(path, "itemtext")
@@ -47,13 +59,7 @@ def _item_text(dataset, manifest):
     ids = _ids(dataset, dataset.iid_field, table["iid"], path)
     matrix = np.zeros((dataset.item_num, dim), dtype=np.float32)
     matrix[ids] = vectors
-    covered = np.zeros(dataset.item_num, dtype=bool)
-    covered[ids] = True
-    if not covered[1:].all():
-        missing = dataset.field2id_token[dataset.iid_field][np.flatnonzero(~covered[1:])[0] + 1]
-        raise SemanticsError(
-            f"'{path}' has no vector for {int((~covered[1:]).sum())} items (e.g. '{missing}')."
-        )
+    _require_every_id(dataset, dataset.iid_field, ids, path, "text vector")
     return torch.from_numpy(matrix)
 
 
@@ -178,14 +184,7 @@ class LLM4SBRDataset(SequentialDataset):
         path = files.file_path(self.config, "intent")
         table = files.read_table(path, files.intent_header(views))
         ids = _ids(self, self.uid_field, table["sid"], path)
-        covered = np.zeros(self.user_num, dtype=bool)
-        covered[ids] = True
-        if not covered[1:].all():
-            missing = self.field2id_token[self.uid_field][np.flatnonzero(~covered[1:])[0] + 1]
-            raise SemanticsError(
-                f"'{path}' has no intents for {int((~covered[1:]).sum())} samples "
-                f"(e.g. '{missing}'); regenerate the semantics."
-            )
+        _require_every_id(self, self.uid_field, ids, path, "intents")
         self._intents = {}
         for view in views:
             column = intent_field(view)

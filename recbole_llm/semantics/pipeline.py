@@ -163,6 +163,24 @@ def run_pipeline(config, kind, refresh=False):
     return path
 
 
+def _manifest_header(config, kind):
+    """What every manifest starts with: provenance, inputs, settings and the LLM used."""
+    current = settings(config, kind)
+    return {
+        "dataset": config["dataset"],
+        "recbole_llm": __version__,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "inputs": files.input_hashes(config),
+        "settings": json_safe(current),
+        "settings_hash": files.settings_hash(current),
+        "llm": (
+            {"backend": config["llm_backend"], "model": config["llm_model"]}
+            if needs_llm(config, kind)
+            else None
+        ),
+    }
+
+
 def _summary(stats, encoder, seconds):
     generation = stats.as_dict() if stats else None
     line = (
@@ -299,17 +317,7 @@ def _run_eimf(config, refresh, start):
     source_counts = collections.Counter(sources.values())
     name = config["dataset"]
     manifest = {
-        "dataset": name,
-        "recbole_llm": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "inputs": files.input_hashes(config),
-        "settings": json_safe(settings(config, "eimf")),
-        "settings_hash": files.settings_hash(settings(config, "eimf")),
-        "llm": (
-            {"backend": config["llm_backend"], "model": config["llm_model"]}
-            if needs_llm(config, "eimf")
-            else None
-        ),
+        **_manifest_header(config, "eimf"),
         "encoder": {"model": config["encoder_model"], "identity": encoder.identity, "dim": dim},
         "prompt_template": prompts.template_hash("eimf"),
         "dimensions": {"text": dim, "max_interests": max_interests},
@@ -425,17 +433,7 @@ def _run_llm4sbr(config, refresh, start):
     generation = _summary(stats, encoder, seconds)
     name = config["dataset"]
     manifest = {
-        "dataset": name,
-        "recbole_llm": __version__,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        "inputs": files.input_hashes(config),
-        "settings": json_safe(settings(config, "llm4sbr")),
-        "settings_hash": files.settings_hash(settings(config, "llm4sbr")),
-        "llm": (
-            {"backend": config["llm_backend"], "model": config["llm_model"]}
-            if source == "llm"
-            else None
-        ),
+        **_manifest_header(config, "llm4sbr"),
         "encoder": {
             "model": config["encoder_model"],
             "identity": encoder.identity,
