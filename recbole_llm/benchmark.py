@@ -232,9 +232,11 @@ def execute(spec, data_path=None, workdir=None):
             "per_user_test": {k: np.round(v, 6) for k, v in per_user.items()},
             "users": evaluation_keys(test_data),
             "epochs": len(trainer.epoch_seconds),
+            # the median: robust to an epoch stretched by a paused or busy machine
             "seconds_per_epoch": (
-                float(np.mean(trainer.epoch_seconds)) if trainer.epoch_seconds else 0.0
+                float(np.median(trainer.epoch_seconds)) if trainer.epoch_seconds else 0.0
             ),
+            "epoch_seconds": [round(float(t), 3) for t in trainer.epoch_seconds],
             "test_eval_seconds": trainer.eval_seconds,
             "wall_seconds": wall,
             "versions": {"python": platform.python_version(), "torch": torch.__version__},
@@ -262,7 +264,7 @@ def write_row(path, row):
     os.replace(tmp, path)
 
 
-def run_suite(suite, data_path=None, only=None, timeout=None, log=print):
+def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=None):
     """Run every (run, seed) of a suite that has no results row yet; returns the rows."""
     all_seeds = list(dict.fromkeys(suite["seeds"] + [s for e in suite["runs"] for s in e["seeds"]]))
     specs = [  # seed by seed, so that a partial suite already compares every row
@@ -273,6 +275,8 @@ def run_suite(suite, data_path=None, only=None, timeout=None, log=print):
     ]
     if only:
         specs = [s for s in specs if s["label"] in only or s["model"] in only]
+    if seeds:
+        specs = [s for s in specs if s["seed"] in seeds]
     todo = [s for s in specs if not os.path.exists(row_path(suite, s))]
     log(f"suite {suite['name']}: {len(specs)} runs, {len(specs) - len(todo)} already done")
     if data_path is None and "data_path" not in shared_config(suite):
@@ -479,6 +483,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description="Run a benchmark suite and write its report.")
     parser.add_argument("suite", help="suite YAML file")
     parser.add_argument("--only", nargs="*", help="run only these labels or models")
+    parser.add_argument("--seeds", nargs="*", type=int, help="run only these seeds")
     parser.add_argument("--report-only", action="store_true", help="write the report, run nothing")
     parser.add_argument(
         "--data_path", default=None, help="data root (default: the suite's, else ./dataset)"
@@ -490,7 +495,9 @@ def main(argv=None):
         rows = load_rows(suite)
     else:
         data_path = os.path.abspath(args.data_path) if args.data_path else None
-        rows = run_suite(suite, data_path=data_path, only=args.only, timeout=args.timeout)
+        rows = run_suite(
+            suite, data_path=data_path, only=args.only, timeout=args.timeout, seeds=args.seeds
+        )
     path, text = write_report(suite, rows)
     print(text)
     if path:

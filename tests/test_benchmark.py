@@ -75,6 +75,10 @@ def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path):
     # --only restricts the runs: a missing SASRec row is not redone when only Pop is asked for
     os.remove(os.path.join(suite["results_dir"], files[-1]))
     assert len(benchmark.run_suite(suite, only=["Pop"], log=lambda *_: None)) == 2
+    # --seeds likewise: SASRec-fast runs on seed 1 only, so asking for seed 2 skips it
+    logs.clear()
+    assert len(benchmark.run_suite(suite, seeds=[2], log=logs.append)) == 2
+    assert "1 runs, 1 already done" in logs[0]
 
     # a changed shared key is a new run identity
     changed = dict(suite, config={"learning_rate": 0.002})
