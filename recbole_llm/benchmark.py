@@ -385,8 +385,8 @@ def _mean_std(values):
     return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
 
 
-def render_report(suite, rows):
-    """The suite's Markdown report."""
+def render_report(suite, rows, chart=None):
+    """The suite's Markdown report (``chart``: a PNG file name to show, beside the report)."""
     report = suite["report"]
     metric_keys = [f"{m}@{k}" for k in report["topk"] for m in report["metrics"]]
     lines = [f"# {suite.get('title', suite['name'])}", ""]
@@ -411,6 +411,8 @@ def render_report(suite, rows):
             + " | ".join(cells)
             + f" | {epochs} | {seconds} | {len(found)}/{len(entry['seeds'])} |"
         )
+    if chart:
+        lines += ["", f"![test {report['compare_metric']} by model]({chart})"]
     if suite.get("comparisons"):
         metric = report["compare_metric"]
         lines += [
@@ -463,12 +465,57 @@ def render_report(suite, rows):
     return "\n".join(lines)
 
 
+def write_chart(suite, rows, path, log=print):
+    """A bar chart of the test ``compare_metric`` (mean ± std over seeds) per row, as PNG.
+
+    Needs matplotlib (the ``bench`` extra); without it, says so and returns None.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        log("no chart: matplotlib is missing (pip install 'recbole-llm[bench]')")
+        return None
+    metric = suite["report"]["compare_metric"]
+    labels, means, stds = [], [], []
+    for entry in suite["runs"]:
+        values = [
+            rows[(entry["label"], s)]["test"][metric]
+            for s in entry["seeds"]
+            if (entry["label"], s) in rows and metric in rows[(entry["label"], s)]["test"]
+        ]
+        if values:
+            labels.append(f"{entry['label']} ({len(values)}/{len(entry['seeds'])})")
+            means.append(float(np.mean(values)))
+            stds.append(float(np.std(values, ddof=1)) if len(values) > 1 else 0.0)
+    if not labels:
+        return None
+    figure, axes = plt.subplots(figsize=(7, 0.45 * len(labels) + 1.2))
+    positions = np.arange(len(labels))[::-1]  # suite order, top to bottom
+    axes.barh(positions, means, xerr=stds, color="#4c72b0", ecolor="#333333", capsize=3)
+    axes.set_yticks(positions, labels)
+    axes.set_xlabel(f"test {metric} (mean ± std over seeds; runs done / planned)")
+    axes.set_title(suite.get("title", suite["name"]), fontsize=10)
+    figure.tight_layout()
+    tmp = f"{path}.{os.getpid()}.tmp"
+    figure.savefig(tmp, format="png", dpi=100)
+    plt.close(figure)
+    os.replace(tmp, path)
+    return path
+
+
 def write_report(suite, rows):
-    """Write the suite's report to ``report.output`` atomically; returns the path."""
-    text = render_report(suite, rows)
+    """Write the suite's report to ``report.output`` and its chart beside it (``.png``),
+    atomically; returns the report's path and text."""
     path = suite["report"]["output"]
+    chart = None
     if path:
         os.makedirs(os.path.dirname(path), exist_ok=True)
+        chart = write_chart(suite, rows, os.path.splitext(path)[0] + ".png")
+    text = render_report(suite, rows, chart=chart and os.path.basename(chart))
+    if path:
         tmp = f"{path}.{os.getpid()}.tmp"
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)

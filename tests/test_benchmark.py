@@ -89,6 +89,9 @@ def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path):
     assert "| SASRec-fast |" in text and " ± " in text and "2/2" in text and "1/1" in text
     assert "| SASRec-fast | Pop |" in text and "95 % interval" in text
     assert "learning_rate" in text and "run_suite.py" in text
+    with open(os.path.join(os.path.dirname(path), "tiny.png"), "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n", "the bar chart is written beside the report"
+    assert "![test ndcg@10 by model](tiny.png)" in text
 
 
 def row_hash(suite, label, seed):
