@@ -2,7 +2,7 @@
 
     python benchmarks/bench_model_speed.py                     # EIMF on ml-100k, four backbones
     python benchmarks/bench_model_speed.py --model LLM4SBR --dataset ml-100k-session \\
-        --backbones SRGNN GRU4Rec SASRec --config_files benchmarks/configs/ml-100k-session.yaml \\
+        --backbones SRGNN GRU4Rec SASRec --config_files benchmarks/configs/session.yaml \\
         --set intent_source=last_item semantics_dir=control-last-item
 
 For each backbone: one training epoch of the backbone alone and of the model around it (each

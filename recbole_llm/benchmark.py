@@ -55,7 +55,9 @@ def load_suite(path):
             raise ValueError(f"Suite '{path}' has no '{key}'.")
     suite["path"] = os.path.abspath(path)
     suite["seeds"] = suite.get("seeds") or [2020]
-    suite["config_files"] = [os.path.join(base, f) for f in suite.get("config_files") or []]
+    suite["config_files"] = [
+        os.path.normpath(os.path.join(base, f)) for f in suite.get("config_files") or []
+    ]
     suite["config"] = suite.get("config") or {}
     runs = []
     for entry in suite["runs"]:
@@ -76,7 +78,10 @@ def load_suite(path):
             raise ValueError(f"Suite '{path}': comparison {pair} must name two run labels")
     suite["runs"] = runs
     report = dict(suite.get("report") or {})
-    report["output"] = os.path.join(base, report["output"]) if report.get("output") else None
+    if report.get("output"):
+        report["output"] = os.path.normpath(os.path.join(base, report["output"]))
+    else:
+        report["output"] = None
     report.setdefault("metrics", ["recall", "ndcg", "mrr", "hit"])
     report.setdefault("topk", [10, 20, 50])
     report.setdefault("compare_metric", "ndcg@10")
@@ -85,7 +90,7 @@ def load_suite(path):
     results_dir = suite.get("results_dir") or os.path.join(
         os.path.dirname(report["output"]) if report["output"] else base, "runs"
     )
-    suite["results_dir"] = os.path.join(base, results_dir)
+    suite["results_dir"] = os.path.normpath(os.path.join(base, results_dir))
     return suite
 
 

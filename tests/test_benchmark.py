@@ -137,3 +137,24 @@ def test_paired_bootstrap_and_comparison_from_known_rows():
     assert result["mean"] == pytest.approx((0.35 + 0.05 + 0.15) / 3)
     assert result["users"] == 3
     assert benchmark.compare(rows, "A", "C", [1, 2], "ndcg@10") is None
+
+
+SUITES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
+
+
+@pytest.mark.parametrize(
+    "name", sorted(f for f in os.listdir(os.path.join(SUITES, "suites")) if f.endswith(".yaml"))
+)
+def test_shipped_suites_load_and_name_real_models(name):
+    """Every suite we ship parses, its config files exist, and every run resolves to a model
+    and a run identity (so a suite never fails hours into a benchmark on a typo)."""
+    from recbole_llm.registry import get_model
+
+    suite = benchmark.load_suite(os.path.join(SUITES, "suites", name))
+    assert all(os.path.isfile(f) for f in suite["config_files"]), suite["config_files"]
+    assert suite["report"]["output"].startswith(os.path.join(os.path.dirname(SUITES), "results"))
+    hashes = set()
+    for entry in suite["runs"]:
+        get_model(entry["model"])
+        hashes.add(benchmark.run_spec(suite, entry, entry["seeds"][0])["hash"])
+    assert len(hashes) == len(suite["runs"]), "two rows of one suite would share a run"
