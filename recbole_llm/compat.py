@@ -28,6 +28,10 @@ then ``barrier()`` without a process group)   that prepares them, before RecBole
 ``data/utils.py:59-67`` reuses a pickled      :func:`recbole_llm.data.utils.create_dataset` also
 dataset when RecBole's own dataset keys       compares our dataset keys and the atomic files'
 match, ignoring extension keys                size and modification time.
+``model/general_recommender/pop.py:33``       :class:`recbole_llm.model.pop.Pop` (found before
+counts ``item_cnt[item] += 1`` by index       RecBole's by our registry) counts each positive
+assignment (once per batch, however often     training interaction once.
+an item repeats) and counts sampled negatives
 ============================================  ==================================================
 
 Pins (see README): numpy<2 (``compatibility_settings`` reads ``np.float_``; ray 2.6.3 reads

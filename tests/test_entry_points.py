@@ -39,6 +39,34 @@ def test_sequential_baseline_beats_popularity_on_synthetic_data(fast_config):
     assert sasrec["test_result"]["ndcg@10"] > pop["test_result"]["ndcg@10"]
 
 
+def test_pop_counts_each_training_interaction_once_whatever_the_seed(fast_config):
+    """RecBole 1.2.1's Pop adds one per batch per item and counts sampled negatives; ours
+    (``recbole_llm/model/pop.py``) counts exactly the training interactions."""
+    from recbole.model.general_recommender.pop import Pop as RecBolePop
+    from recbole.utils import init_seed
+
+    from recbole_llm.config import Config
+    from recbole_llm.quick_start import _build
+    from recbole_llm.registry import get_model
+
+    assert issubclass(get_model("Pop"), RecBolePop) and get_model("Pop") is not RecBolePop
+    counts = []
+    for seed in (1, 2):
+        # a batch large enough to hold repeated items, RecBole's default negative sampling
+        # (and a split that does not depend on the seed: leave-one-out in time order)
+        settings = dict(fast_config, seed=seed, train_batch_size=512, save_dataset=False)
+        settings["eval_args"] = {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"}
+        config = Config(model="Pop", dataset="synth", config_dict=settings)
+        init_seed(config["seed"], config["reproducibility"])
+        _, model, trainer, (train_data, _, _) = _build(config)
+        trainer._train_epoch(train_data, 0)
+        items = train_data.dataset.inter_feat[config["ITEM_ID_FIELD"]]
+        expected = torch.bincount(items, minlength=model.n_items)
+        assert torch.equal(model.item_cnt.squeeze(1), expected)
+        counts.append(model.item_cnt.clone())
+    assert torch.equal(counts[0], counts[1]), "popularity does not depend on the seed"
+
+
 def test_load_data_and_model_reproduces_scores_from_another_cwd(fast_config, tmp_path, monkeypatch):
     result = run_recbole_llm(model="SASRec", dataset="synth", config_dict=fast_config, saved=True)
     (checkpoint,) = glob.glob(str(tmp_path / "saved" / "SASRec-*.pth"))
