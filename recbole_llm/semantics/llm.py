@@ -50,15 +50,18 @@ class Generation:
 
 
 def resolve_local_model(name):
-    """Path of a local model: the embedded default by name, else an existing file or folder."""
+    """Path of a local model: the embedded default or the opt-in Qwen by name, else an existing
+    file or folder."""
     if name in (None, "", DEFAULT_LLM):
         return assets.smollm2_gguf_path(verify=True)
+    if name == assets.QWEN_NAME:  # assembled once into $RECBOLE_LLM_CACHE/models
+        return assets.qwen_gguf_path(os.path.join(cache_root(), "models"))
     path = os.path.expanduser(name)
     if os.path.exists(path):
         return path
     raise LLMError(
-        f"llm_model '{name}' is neither '{DEFAULT_LLM}' (the embedded default) nor an existing "
-        "file or folder. Give the path of a GGUF file or a Hugging Face model folder; nothing "
+        f"llm_model '{name}' is neither '{DEFAULT_LLM}' (the embedded default), "
+        f"'{assets.QWEN_NAME}' (opt-in: {assets.QWEN_INSTALL_HINT}) nor an existing file or folder. Give the path of a GGUF file or a Hugging Face model folder; nothing "
         "is downloaded at run time."
     )
 
