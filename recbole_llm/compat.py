@@ -1,7 +1,10 @@
 """The few shims RecBole 1.2.1 needs on today's numpy, torch and pandas, in one place.
 
-Process-wide changes are kept to one (the anomaly switch below); everything else is a narrow fix
-applied where RecBole's own code is called:
+Process-wide changes are kept to two (the anomaly switch, and silencing the FutureWarnings that
+RecBole's own files raise on pandas 2 / torch 2.x: ``data/dataset/dataset.py:648-650`` chained
+``fillna(inplace=True)``, which pins pandas<3, and ``trainer/trainer.py`` ``amp.GradScaler``; they
+say nothing a RecBole user can act on and bury the log); everything else is a narrow fix applied
+where RecBole's own code is called:
 
 ============================================  ==================================================
 RecBole 1.2.1 file (what breaks)              our fix
@@ -49,9 +52,13 @@ def apply():
         return
     # Importing the package runs sine.py, which turns anomaly detection on for the process.
     import recbole.model.sequential_recommender  # noqa: F401
+    import warnings
+
     import torch
 
     torch.autograd.set_detect_anomaly(False)
+    # only warnings raised from RecBole's own modules; ours and everyone else's still show
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
     _applied = True
 
 
