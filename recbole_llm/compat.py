@@ -51,9 +51,9 @@ def apply():
     if _applied:
         return
     # Importing the package runs sine.py, which turns anomaly detection on for the process.
-    import recbole.model.sequential_recommender  # noqa: F401
     import warnings
 
+    import recbole.model.sequential_recommender  # noqa: F401
     import torch
 
     torch.autograd.set_detect_anomaly(False)
