@@ -57,15 +57,19 @@ class SemanticInterestModule(nn.Module):
         """Every item's projected text ``[n_items, d]``."""
         return self.item_text_projection(self.item_text)
 
-    def forward(self, interests, mask, target_items):
+    def forward(self, interests, mask, target_items, item_table=None):
         """Readout ``[B, d]`` of the semantic interests ``[B, M, D]`` (mask ``[B, M]``) for the
-        targets, and the targets' projected texts ``[B, d]``."""
+        targets, and the targets' projected texts ``[B, d]`` (rows of ``item_table`` when the
+        caller has projected every item's text already)."""
         projected = self.interest_projection(interests)
         query, key, value = self.query(projected), self.key(projected), self.value(projected)
         scores = query @ key.transpose(1, 2) / projected.size(-1) ** 0.5
         attention = masked_softmax(scores, mask.unsqueeze(1), dim=-1)
         attended = (attention @ value) * mask.unsqueeze(-1)
-        target_text = self.item_text_projection(self.item_text[target_items])
+        if item_table is None:
+            target_text = self.item_text_projection(self.item_text[target_items])
+        else:
+            target_text = item_table[target_items]
         readout = target_aware_readout(attended, target_text, mask, hard=self.hard_readout)
         return readout, target_text
 
@@ -150,12 +154,16 @@ class EIMF(SequentialRecommender):
             )
         mask = interaction[INTEREST_MASK]
         valid = mask.any(dim=1)
-        semantic_readout, target_text = self.semantic(interaction[INTERESTS], mask, target_items)
+        # every item's projected text, once per batch, when the prediction loss needs it
+        table = self.semantic.item_table() if self.semantic_weight else None
+        semantic_readout, target_text = self.semantic(
+            interaction[INTERESTS], mask, target_items, item_table=table
+        )
         losses = []
         if self.semantic_weight:
             loss = behaviour_readout.new_zeros(())
             if valid.any():
-                logits = semantic_readout[valid] @ self.semantic.item_table().T
+                logits = semantic_readout[valid] @ table.T
                 logits[:, 0] = float("-inf")
                 loss = F.cross_entropy(logits, target_items[valid])
             losses.append(self.semantic_weight * loss)
