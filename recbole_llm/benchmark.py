@@ -357,11 +357,12 @@ def compare(rows, label_a, label_b, seeds, metric):
     Users are paired by id within a seed; each user's difference is averaged over seeds, then
     users are resampled. Returns None when no seed has both runs.
     """
-    per_user = {}
+    per_user, common = {}, []
     for seed in seeds:
         a, b = rows.get((label_a, seed)), rows.get((label_b, seed))
         if not a or not b:
             continue
+        common.append(seed)
         users_a = a.get("users") or list(range(len(a["per_user_test"][metric])))
         users_b = b.get("users") or list(range(len(b["per_user_test"][metric])))
         values_b = dict(zip(users_b, b["per_user_test"][metric]))
@@ -372,13 +373,15 @@ def compare(rows, label_a, label_b, seeds, metric):
         return None
     deltas = [np.mean(v) for v in per_user.values()]
     mean, low, high = paired_bootstrap(deltas)
-    base = np.mean([rows[(label_b, s)]["test"][metric] for s in seeds if (label_b, s) in rows])
+    # relative to B on the same seeds as the differences (B may have run on more)
+    base = np.mean([rows[(label_b, s)]["test"][metric] for s in common])
     return {
         "mean": mean,
         "low": low,
         "high": high,
         "relative": mean / base if base else None,
         "users": len(deltas),
+        "seeds": common,
     }
 
 
@@ -425,20 +428,22 @@ def render_report(suite, rows, chart=None):
             f"Paired per-user bootstrap (2,000 resamples) of the test {metric} difference A − B, "
             "each user's difference averaged over seeds:",
             "",
-            "| A | B | A − B | relative | 95 % interval | users |",
-            "|---|---|---:|---:|---|---:|",
+            "| A | B | A − B | relative | 95 % interval | users | seeds |",
+            "|---|---|---:|---:|---|---:|---|",
         ]
         for label_a, label_b in suite["comparisons"]:
             result = compare(rows, label_a, label_b, seeds, metric)
             if result is None:
-                lines.append(f"| {label_a} | {label_b} | - | - | - | - |")
+                lines.append(f"| {label_a} | {label_b} | - | - | - | - | - |")
                 continue
             relative = (
                 f"{100 * result['relative']:+.1f} %" if result["relative"] is not None else "-"
             )
             lines.append(
                 f"| {label_a} | {label_b} | {result['mean']:+.4f} | {relative} | "
-                f"[{result['low']:+.4f}, {result['high']:+.4f}] | {result['users']} |"
+                f"[{result['low']:+.4f}, {result['high']:+.4f}] | {result['users']} | "
+                + ", ".join(str(seed) for seed in result["seeds"])
+                + " |"
             )
     lines += [
         "",

@@ -137,6 +137,11 @@ def test_paired_bootstrap_and_comparison_from_known_rows():
     assert result["mean"] == pytest.approx((0.35 + 0.05 + 0.15) / 3)
     assert result["users"] == 3
     assert benchmark.compare(rows, "A", "C", [1, 2], "ndcg@10") is None
+    # B ran on a seed A did not: the relative change is against B on the common seed only
+    rows[("B", 3)] = row([0.9, 0.9, 0.9], ["u1", "u2", "u3"])
+    result = benchmark.compare(rows, "A", "B", [1, 2, 3], "ndcg@10")
+    assert result["seeds"] == [1, 2]
+    assert result["relative"] == pytest.approx(result["mean"] / np.mean([0.7 / 3, 0.7 / 3]))
 
 
 SUITES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks")
