@@ -170,6 +170,20 @@ def test_llm4sbr_prompts_hold_only_items_before_each_target(tiny_llm, tmp_path, 
     assert all(len(v) == 384 and np.isfinite(v).all() for v in table["long_intent"])
 
 
+def test_the_suggested_command_makes_the_semantics_this_run_reads():
+    from recbole_llm.semantics.pipeline import command
+
+    plain = {"dataset": "ml-100k", "semantics_dir": None, "interest_source": "llm"}
+    assert command(plain, "eimf") == (
+        "python run_recbole_llm.py --model=EIMF --dataset=ml-100k --semantics"
+    )
+    control = {"dataset": "s", "semantics_dir": "control", "intent_source": "last_item"}
+    assert command(control, "llm4sbr") == (
+        "python run_recbole_llm.py --model=LLM4SBR --dataset=s --semantics "
+        "--semantics_dir=control --intent_source=last_item"
+    )
+
+
 def test_validation_names_the_file_and_what_to_do(semantic_config):
     config = eimf_config(semantic_config)
     wanted = settings(config, "eimf")

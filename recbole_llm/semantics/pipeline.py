@@ -81,10 +81,26 @@ def needs_llm(config, kind):
     return config["interest_source"] == "llm"
 
 
+#: settings that select *which* semantics a run reads, with their defaults: the command that
+#: creates missing semantics repeats the ones a run changed, so it makes the files that run reads
+SELECTING_KEYS = {
+    "semantics_dir": None,
+    "llm_model": "SmolLM2-135M-Instruct",
+    "interest_source": "llm",
+    "typical_assignment": "cluster",
+    "intent_source": "llm",
+}
+
+
 def command(config, kind):
-    """The command that creates a dataset's semantics."""
+    """The command that creates a dataset's semantics (as this run configures them)."""
     model = "EIMF" if kind == "eimf" else "LLM4SBR"
-    return f"python run_recbole_llm.py --model={model} --dataset={config['dataset']} --semantics"
+    flags = [f"--model={model}", f"--dataset={config['dataset']}", "--semantics"]
+    for key, default in SELECTING_KEYS.items():
+        value = config[key] if key in config else default
+        if value != default:
+            flags.append(f"--{key}={value}")
+    return "python run_recbole_llm.py " + " ".join(flags)
 
 
 def load_or_create(config, kind):
