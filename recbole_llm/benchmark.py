@@ -385,12 +385,12 @@ def compare(rows, label_a, label_b, seeds, metric):
     }
 
 
-def _mean_std(values):
+def _mean_std(values, digits=4):
     if not values:
         return "-"
     if len(values) == 1:
-        return f"{values[0]:.4f}"
-    return f"{np.mean(values):.4f} ± {np.std(values, ddof=1):.4f}"
+        return f"{values[0]:.{digits}f}"
+    return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
 def render_report(suite, rows, chart=None):
@@ -404,7 +404,9 @@ def render_report(suite, rows, chart=None):
     lines += [
         f"Dataset `{suite['dataset']}`, seeds {seeds}; test metrics (full ranking), mean ± std "
         "over seeds; the checkpoint is the epoch with the best validation "
-        f"`{shared_config(suite).get('valid_metric', 'MRR@10')}`.",
+        f"`{shared_config(suite).get('valid_metric', 'MRR@10')}`. Epochs: trained, including "
+        "the early-stopping patience. s/epoch: the median epoch of each run, averaged; runs "
+        "may share the CPU with others, so compare speed with the benchmark scripts instead.",
         "",
         "| model | " + " | ".join(metric_keys) + " | epochs | s/epoch | runs |",
         "|---|" + "---:|" * (len(metric_keys) + 3),
@@ -412,7 +414,7 @@ def render_report(suite, rows, chart=None):
     for entry in suite["runs"]:
         found = [rows[(entry["label"], s)] for s in entry["seeds"] if (entry["label"], s) in rows]
         cells = [_mean_std([r["test"][k] for r in found if k in r["test"]]) for k in metric_keys]
-        epochs = _mean_std([r["epochs"] for r in found]).replace(".0000", "")
+        epochs = _mean_std([r["epochs"] for r in found], digits=1)
         seconds = f"{np.mean([r['seconds_per_epoch'] for r in found]):.1f}" if found else "-"
         lines.append(
             f"| {entry['label']} | "
