@@ -15,8 +15,6 @@ import json
 import os
 import sys
 
-import numpy as np
-
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
@@ -38,7 +36,7 @@ def manifest_for(suite, entry, data_path):
 
 
 def render(suite, rows, data_path, baseline):
-    from recbole_llm.benchmark import compare
+    from recbole_llm.benchmark import _mean_std, compare
 
     metric = suite["report"]["compare_metric"]
     lines = [
@@ -46,8 +44,10 @@ def render(suite, rows, data_path, baseline):
         "",
         suite["description"].strip(),
         "",
-        f"Test {metric}, mean ± std over the seeds run; A − B: paired per-user bootstrap 95 % "
-        f"interval against `{baseline}`. LLM cost from each row's semantic manifest.",
+        f"Test {metric}, mean ± std over the seeds run; vs backbone: the difference to "
+        f"`{baseline}` on the seeds both ran, with its paired per-user bootstrap 95 % interval. "
+        "LLM cost from each row's semantic manifest (replies served from the cache are counted "
+        "at what they cost when made).",
         "",
         f"| row | {metric} | seeds | vs backbone | 95 % interval | LLM calls | prompt tokens "
         "| new tokens | LLM seconds | typical users with LLM interests |",
@@ -56,11 +56,7 @@ def render(suite, rows, data_path, baseline):
     for entry in suite["runs"]:
         found = [rows[(entry["label"], s)] for s in entry["seeds"] if (entry["label"], s) in rows]
         values = [r["test"][metric] for r in found]
-        score = (
-            f"{np.mean(values):.4f} ± {np.std(values, ddof=1) if len(values) > 1 else 0:.4f}"
-            if values
-            else "-"
-        )
+        score = _mean_std(values)
         delta, interval = "-", "-"
         if entry["label"] != baseline:
             result = compare(rows, entry["label"], baseline, suite["seeds"], metric)
@@ -71,7 +67,13 @@ def render(suite, rows, data_path, baseline):
         if manifest is None:
             cost = ["-"] * 5 if entry["model"] == "EIMF" else ["0"] * 4 + ["-"]
         else:
-            gen, counts = manifest["generation"], manifest["counts"]
+            counts = manifest["counts"]
+            gen = manifest["generation"] or {  # no LLM in this row's semantics
+                "requests": 0,
+                "total_prompt_tokens": 0,
+                "total_completion_tokens": 0,
+                "total_seconds": 0.0,
+            }
             llm = manifest["settings"].get("llm_identity") if "settings" in manifest else True
             cost = [
                 str(gen["requests"]) if llm else "0",
