@@ -109,7 +109,7 @@ def test_inference_is_behaviour_only_and_needs_no_semantic_files(eimf_config, tm
 def test_users_without_semantics_are_masked_out(eimf_config):
     _, model, train, _, _ = build(dict(eimf_config, align_weight=1.0, semantic_weight=1.0))
     batch = next(iter(train))
-    batch.interaction["semantic_interest_mask"][:] = False
+    batch.interaction["semantic_interest_row"][:] = 0  # row 0: no semantics
     model.train()
     losses = model.calculate_loss(batch)
     assert float(losses[-2]) == 0.0, "no user has semantics: no semantic-prediction loss"

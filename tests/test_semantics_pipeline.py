@@ -282,7 +282,7 @@ def test_llm_free_controls(semantic_config):
 
 
 def test_eimf_dataset_attaches_semantics_to_batches(semantic_config):
-    from recbole_llm.data.dataset import INTEREST_MASK, INTERESTS
+    from recbole_llm.data.dataset import INTEREST_ROW
     from recbole_llm.data.utils import create_dataset, data_preparation
 
     config = eimf_config(semantic_config, interest_source="categories")
@@ -294,6 +294,10 @@ def test_eimf_dataset_attaches_semantics_to_batches(semantic_config):
     for loader in (train, test):
         batch = next(iter(loader))
         batch = batch[0] if isinstance(batch, tuple) else batch
-        assert tuple(batch[INTERESTS].shape[1:]) == (5, 384)
-        assert batch[INTEREST_MASK].dtype == torch.bool
-        assert batch[INTEREST_MASK].any(dim=1).all(), "every synthetic user has a typical user"
+        rows = batch[INTEREST_ROW]
+        assert rows.dim() == 1 and len(rows) == len(batch[config["USER_ID_FIELD"]])
+        interests, mask = dataset.interest_tables()
+        assert tuple(interests.shape[1:]) == (5, 384) and mask.dtype == torch.bool
+        assert (rows > 0).all() and mask[rows].any(dim=1).all(), "every user has interests"
+    # stored once per typical user (plus row 0, none), not copied per user
+    assert len(interests) == len(set(dataset._user_row.tolist()) - {0}) + 1

@@ -22,8 +22,8 @@ from recbole.data.interaction import Interaction
 from recbole_llm.semantics import files
 from recbole_llm.semantics.files import SemanticsError
 
-INTERESTS = "semantic_interests"
-INTEREST_MASK = "semantic_interest_mask"
+#: batch field: each interaction's row in the typical users' interest table (0: no semantics)
+INTEREST_ROW = "semantic_interest_row"
 
 
 def _ids(dataset, field, tokens, path):
@@ -141,6 +141,14 @@ class EIMFDataset(SequentialDataset):
         semantics."""
         return self.item_text
 
+    def interest_tables(self):
+        """``([T + 1, M, D] interest vectors, [T + 1, M] mask)``, one row per typical user (row
+        0: none), or None without semantics. Batches carry only the row (``INTEREST_ROW``), so
+        a model projects each typical user's interests once per batch, not each user's copy."""
+        if not self.has_semantics:
+            return None
+        return self._interest_table, self._interest_mask
+
     def users_without_semantics(self):
         """How many users have no semantic interests (None when no semantics are loaded)."""
         if not self.has_semantics:
@@ -151,15 +159,7 @@ class EIMFDataset(SequentialDataset):
     def join(self, df):
         df = super().join(df)
         if self.has_semantics and self.uid_field in df:
-            rows = self._user_row[df[self.uid_field]]
-            df.update(
-                Interaction(
-                    {
-                        INTERESTS: self._interest_table[rows],
-                        INTEREST_MASK: self._interest_mask[rows],
-                    }
-                )
-            )
+            df.update(Interaction({INTEREST_ROW: self._user_row[df[self.uid_field]]}))
         return df
 
 

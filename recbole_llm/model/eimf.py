@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_llm.data.dataset import INTEREST_MASK, INTERESTS
+from recbole_llm.data.dataset import INTEREST_ROW
 from recbole_llm.model.abstract_recommender import MultiInterestRecommender, SingleInterestAdapter
 from recbole_llm.model.layers import masked_softmax, target_aware_readout
 from recbole_llm.registry import get_model
@@ -33,9 +33,15 @@ class SemanticInterestModule(nn.Module):
     item's projected text reads one of them out (hard, or soft attention).
     """
 
-    def __init__(self, item_text, hidden_size, hard_readout=True, freeze_item_text=True):
+    def __init__(
+        self, item_text, interest_tables, hidden_size, hard_readout=True, freeze_item_text=True
+    ):
         super().__init__()
         text_dim = item_text.size(1)
+        # typical users' interests [T + 1, M, D] and mask [T + 1, M], as loaded (never saved)
+        interests, mask = interest_tables
+        self.register_buffer("interest_table", interests.clone(), persistent=False)
+        self.register_buffer("interest_mask", mask.clone(), persistent=False)
         if freeze_item_text:
             # loaded once from the semantic files, never trained, never saved in checkpoints
             self.register_buffer("item_text", item_text.clone(), persistent=False)
@@ -57,21 +63,28 @@ class SemanticInterestModule(nn.Module):
         """Every item's projected text ``[n_items, d]``."""
         return self.item_text_projection(self.item_text)
 
-    def forward(self, interests, mask, target_items, item_table=None):
-        """Readout ``[B, d]`` of the semantic interests ``[B, M, D]`` (mask ``[B, M]``) for the
-        targets, and the targets' projected texts ``[B, d]`` (rows of ``item_table`` when the
-        caller has projected every item's text already)."""
-        projected = self.interest_projection(interests)
+    def forward(self, rows, target_items, item_table=None):
+        """Readout ``[B, d]`` of the semantic interests of each row's typical user (``rows``
+        ``[B]``, indices into ``interest_table``) for the targets, the targets' projected texts
+        ``[B, d]`` (rows of ``item_table`` when the caller has projected every item's text
+        already), and the interest mask ``[B, M]``.
+
+        Each typical user in the batch is projected and self-attended once; its users share
+        the result (a batch of 512 users has a few dozen typical users)."""
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        mask = self.interest_mask[unique]
+        projected = self.interest_projection(self.interest_table[unique])
         query, key, value = self.query(projected), self.key(projected), self.value(projected)
         scores = query @ key.transpose(1, 2) / projected.size(-1) ** 0.5
         attention = masked_softmax(scores, mask.unsqueeze(1), dim=-1)
-        attended = (attention @ value) * mask.unsqueeze(-1)
+        attended = ((attention @ value) * mask.unsqueeze(-1))[inverse]
+        mask = mask[inverse]
         if item_table is None:
             target_text = self.item_text_projection(self.item_text[target_items])
         else:
             target_text = item_table[target_items]
         readout = target_aware_readout(attended, target_text, mask, hard=self.hard_readout)
-        return readout, target_text
+        return readout, target_text, mask
 
 
 def info_nce(anchors, positives, temperature):
@@ -119,12 +132,14 @@ class EIMF(SequentialRecommender):
 
         self.semantic = None
         item_text = getattr(dataset, "item_text_matrix", lambda: None)()
-        if item_text is not None:
+        interest_tables = getattr(dataset, "interest_tables", lambda: None)()
+        if item_text is not None and interest_tables is not None:
             # a separate random stream: the backbone sees exactly what it sees alone
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(config["seed"] + 1)
                 self.semantic = SemanticInterestModule(
                     item_text,
+                    interest_tables,
                     config["hidden_size"],
                     hard_readout=config["semantic_readout"] == "hard",
                     freeze_item_text=config["freeze_item_text"],
@@ -152,13 +167,12 @@ class EIMF(SequentialRecommender):
                 "EIMF needs its semantic files to train with semantic_weight or align_weight "
                 "> 0; build the dataset with semantics (semantics_required: True)."
             )
-        mask = interaction[INTEREST_MASK]
-        valid = mask.any(dim=1)
         # every item's projected text, once per batch, when the prediction loss needs it
         table = self.semantic.item_table() if self.semantic_weight else None
-        semantic_readout, target_text = self.semantic(
-            interaction[INTERESTS], mask, target_items, item_table=table
+        semantic_readout, target_text, mask = self.semantic(
+            interaction[INTEREST_ROW], target_items, item_table=table
         )
+        valid = mask.any(dim=1)
         losses = []
         if self.semantic_weight:
             loss = behaviour_readout.new_zeros(())
