@@ -5,9 +5,10 @@ validates them (manifest, inputs, settings, ids, dimensions, NaN), keeps compact
 adds the per-row tensors to every batch in :meth:`join`, which RecBole's dataloaders call for
 training and evaluation batches alike.
 
-- :class:`EIMFDataset` (sequential): ``semantic_interests`` ``[B, M, D]`` and
-  ``semantic_interest_mask`` ``[B, M]`` (the interests of the row's user's typical user; all
-  False for a user without semantics), plus :meth:`~EIMFDataset.item_text_matrix` ``[N, D]``.
+- :class:`EIMFDataset` (sequential): ``semantic_interest_row`` ``[B]``, the row of the user's
+  typical user in :meth:`~EIMFDataset.interest_tables` (``[T + 1, M, D]`` interests and
+  ``[T + 1, M]`` mask, stored once per typical user; row 0 has none, for users without
+  semantics), plus :meth:`~EIMFDataset.item_text_matrix` ``[N, D]``.
 - :class:`LLM4SBRDataset` (session benchmark files): ``long_intent`` and ``short_intent``
   ``[B, D]`` of the row's sample (``normal_intent`` for the single-view ablation).
 """
