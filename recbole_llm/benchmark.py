@@ -42,6 +42,8 @@ import time
 import numpy as np
 import yaml
 
+from recbole_llm.data.prepare import atomic_write
+
 SCHEMA = 1
 
 
@@ -262,11 +264,7 @@ def _worker_main(spec_file, out_file, data_path):
 
 def write_row(path, row):
     """Write a results row atomically."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(row, f, indent=1, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: json.dump(row, f, indent=1, sort_keys=True))
 
 
 def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=None):
@@ -385,6 +383,11 @@ def compare(rows, label_a, label_b, seeds, metric):
     }
 
 
+def entry_rows(rows, entry):
+    """The rows a suite entry has so far, in the order of its seeds."""
+    return [rows[(entry["label"], s)] for s in entry["seeds"] if (entry["label"], s) in rows]
+
+
 def _mean_std(values, digits=4):
     if not values:
         return "-"
@@ -412,7 +415,7 @@ def render_report(suite, rows, chart=None):
         "|---|" + "---:|" * (len(metric_keys) + 3),
     ]
     for entry in suite["runs"]:
-        found = [rows[(entry["label"], s)] for s in entry["seeds"] if (entry["label"], s) in rows]
+        found = entry_rows(rows, entry)
         cells = [_mean_std([r["test"][k] for r in found if k in r["test"]]) for k in metric_keys]
         epochs = _mean_std([r["epochs"] for r in found], digits=1)
         seconds = f"{np.mean([r['seconds_per_epoch'] for r in found]):.1f}" if found else "-"
@@ -493,11 +496,7 @@ def write_chart(suite, rows, path, log=print):
     metric = suite["report"]["compare_metric"]
     labels, means, stds = [], [], []
     for entry in suite["runs"]:
-        values = [
-            rows[(entry["label"], s)]["test"][metric]
-            for s in entry["seeds"]
-            if (entry["label"], s) in rows and metric in rows[(entry["label"], s)]["test"]
-        ]
+        values = [r["test"][metric] for r in entry_rows(rows, entry) if metric in r["test"]]
         if values:
             labels.append(f"{entry['label']} ({len(values)}/{len(entry['seeds'])})")
             means.append(float(np.mean(values)))
@@ -528,10 +527,7 @@ def write_report(suite, rows):
         chart = write_chart(suite, rows, os.path.splitext(path)[0] + ".png")
     text = render_report(suite, rows, chart=chart and os.path.basename(chart))
     if path:
-        tmp = f"{path}.{os.getpid()}.tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
+        atomic_write(path, lambda f: f.write(text))
     return path, text
 
 

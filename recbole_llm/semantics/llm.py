@@ -55,7 +55,7 @@ def resolve_local_model(name):
     if name in (None, "", DEFAULT_LLM):
         return assets.smollm2_gguf_path(verify=True)
     if name == assets.QWEN_NAME:  # assembled once into $RECBOLE_LLM_CACHE/models
-        return assets.qwen_gguf_path(os.path.join(cache_root(), "models"))
+        return assets.qwen_gguf_path(models_dir())
     path = os.path.expanduser(name)
     if os.path.exists(path):
         return path
@@ -95,6 +95,11 @@ def cache_root(config_value=None):
     return os.path.abspath(os.path.expanduser(root))
 
 
+def models_dir(config_value=None):
+    """Where local models are converted or assembled: ``<cache root>/models``."""
+    return os.path.join(cache_root(config_value), "models")
+
+
 def plain_prompt(messages):
     """Chat messages as plain text, for tokenizers without a chat template."""
     lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
@@ -124,7 +129,7 @@ class TransformersBackend:
 
     def _converted_folder(self, gguf_path, root):
         """Convert a GGUF file once into a safetensors folder (15-50 s), then reuse it."""
-        folder = os.path.join(root, "models", self.identity.split(":")[-1][:24])
+        folder = os.path.join(models_dir(root), self.identity.split(":")[-1][:24])
         if os.path.exists(os.path.join(folder, "recbole_llm.json")):
             return folder
         getLogger().info(f"Converting {gguf_path} to safetensors once, into {folder}")
