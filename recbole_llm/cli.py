@@ -39,7 +39,19 @@ OUR_FLAGS = ("--semantics", "--refresh")
 
 def main(argv=None):
     """Parse the command line and run; returns the result dict, or the semantic manifest's path
-    with ``--semantics`` (None on non-zero ranks)."""
+    with ``--semantics`` (None on non-zero ranks, and when an ``llm_shard`` has done its
+    share)."""
+    from recbole_llm.semantics.llm import ShardDone
+
+    try:
+        return _main(argv)
+    except ShardDone as done:
+        # one of several generation processes finished its share: not a failure
+        print(done)
+        return None
+
+
+def _main(argv):
     import sys
 
     args, _ = build_parser().parse_known_args(argv)

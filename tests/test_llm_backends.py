@@ -21,6 +21,7 @@ from recbole_llm.semantics.llm import (
     CachedGenerator,
     LLMError,
     OpenAIBackend,
+    ShardDone,
     TransformersBackend,
     resolve_local_model,
 )
@@ -166,6 +167,49 @@ def test_cached_generator_makes_no_second_call(server, tmp_path):
     assert stats.calls == 5 and len(server.requests) == 10
 
 
+def test_two_shards_split_the_batches_and_together_equal_one_run(server, tmp_path):
+    requests = [messages(f"prompt {i}") for i in range(7)]
+    single, _ = CachedGenerator(
+        lambda: backend(server, "ok"),
+        "served:ok",
+        ReplyCache(str(tmp_path / "single.jsonl")),
+        DECODING,
+        progress=False,
+    ).run(requests, batch_size=2)
+    shared = str(tmp_path / "shared.jsonl")
+
+    def shard(index):
+        return CachedGenerator(
+            lambda: backend(server, "ok"), "served:ok", ReplyCache(shared), DECODING, progress=False
+        ).run(requests, batch_size=2, shard=(index, 2))
+
+    # batches {0, 1}, {2, 3}, {4, 5}, {6}: shard 1 asks for prompts 2, 3 and 6 only
+    with pytest.raises(ShardDone, match="shard 1/2 is done .3 prompts generated"):
+        shard(1)
+    assert len(server.requests) == 7 + 3
+    # shard 0 appends to the same file and, finding the rest there, completes normally
+    replies, stats = shard(0)
+    assert stats.calls == 4 and stats.cached == 3 and len(server.requests) == 7 + 7
+    assert [r.text for r in replies] == [r.text for r in single]
+    merged, stats = CachedGenerator(
+        lambda: pytest.fail("nothing is left to generate"),
+        "served:ok",
+        ReplyCache(shared),
+        DECODING,
+        progress=False,
+    ).run(requests, batch_size=2)
+    assert stats.cached == 7 and [r.text for r in merged] == [r.text for r in single]
+
+
+@pytest.mark.parametrize("bad", [[2, 2], [0], "0/2", [0.0, 2], [-1, 2], [True, 2]])
+def test_a_malformed_shard_names_the_setting(bad):
+    from recbole_llm.semantics.llm import parse_shard
+
+    assert parse_shard(None) is None and parse_shard([1, 3]) == (1, 3)
+    with pytest.raises(ValueError, match=r"llm_shard must be \[i, n\]"):
+        parse_shard(bad)
+
+
 def test_failed_requests_are_not_cached(server, tmp_path):
     cache = ReplyCache(str(tmp_path / "replies.jsonl"))
     generator = CachedGenerator(
@@ -273,6 +317,36 @@ def test_kill_minus_nine_then_resume_gives_identical_files(server, semantic_conf
             open(files.file_path(config, suffix)).read()
             == open(files.file_path(clean_config, suffix)).read()
         )
+
+
+def test_sharded_semantic_step_writes_files_only_when_complete(server, semantic_config, tmp_path):
+    common = dict(
+        semantic_config,
+        llm_backend="openai",
+        llm_model="ok",
+        llm_base_url=server.url,
+        llm_batch_size=1,
+        typical_ratio=0.2,
+    )
+    clean = dict(common, semantics_cache_dir=str(tmp_path / "clean-cache"))
+    clean_config = Config(model="EIMF", dataset="synth", config_dict=clean)
+    run_pipeline(clean_config, "eimf")
+    written = {
+        s: open(files.file_path(clean_config, s)).read() for s in ("interest", "usertypical")
+    }
+    for s in written:
+        os.remove(files.file_path(clean_config, s))
+    shared = dict(common, semantics_cache_dir=str(tmp_path / "shared-cache"))
+    with pytest.raises(ShardDone, match="without llm_shard"):
+        run_pipeline(
+            Config(model="EIMF", dataset="synth", config_dict=dict(shared, llm_shard=[0, 2])),
+            "eimf",
+        )
+    assert not any(os.path.exists(files.file_path(clean_config, s)) for s in written)
+    # the last shard to finish finds the others' replies in the cache and writes the files
+    last = Config(model="EIMF", dataset="synth", config_dict=dict(shared, llm_shard=[1, 2]))
+    run_pipeline(last, "eimf")
+    assert {s: open(files.file_path(last, s)).read() for s in written} == written
 
 
 def test_cache_identity_is_the_weights_not_the_backend(tiny_llm):

@@ -38,6 +38,30 @@ class LLMError(RuntimeError):
     """An LLM request failed for good (after retries) or the backend is misconfigured."""
 
 
+class ShardDone(Exception):
+    """A generation shard (``llm_shard``) finished its batches; other shards' are still missing.
+
+    Not an error: the command line reports it and exits 0.
+    """
+
+
+def parse_shard(value):
+    """``llm_shard`` as ``(index, count)``, or None; accepts ``[i, n]`` with 0 <= i < n."""
+    if value is None:
+        return None
+    if (
+        isinstance(value, (list, tuple))
+        and len(value) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+        and 0 <= value[0] < value[1]
+    ):
+        return int(value[0]), int(value[1])
+    raise ValueError(
+        "llm_shard must be [i, n] with 0 <= i < n (e.g. --llm_shard=[0,2] and "
+        f"--llm_shard=[1,2] for two processes), got {value!r}"
+    )
+
+
 @dataclass
 class Generation:
     """One reply: its text, token counts and seconds (``error`` set when it failed)."""
@@ -300,8 +324,15 @@ class LlamaCppBackend:
         if not os.path.isfile(self.path):
             raise LLMError(f"llm_backend 'llama_cpp' needs a GGUF file, got '{self.path}'")
         self.identity = weights_identity(self.path)
+        # n_threads_batch (prompt processing) defaults to every core: on a shared CPU that
+        # oversubscribes and collapses, so both follow llm_threads
         self.llama = Llama(
-            model_path=self.path, n_ctx=context, n_threads=threads, seed=0, verbose=False
+            model_path=self.path,
+            n_ctx=context,
+            n_threads=threads,
+            n_threads_batch=threads,
+            seed=0,
+            verbose=False,
         )
 
     def generate(self, batch, decoding):
@@ -390,6 +421,10 @@ class CachedGenerator:
     batch is generated only if one of its requests is not cached, and its replies are written
     to the cache as soon as the batch is done. So an interrupted run loses at most the batch in
     flight, and the rerun forms the same batches, giving identical replies.
+
+    With ``shard=(i, n)`` only batches whose index is ``i`` modulo ``n`` are generated, so ``n``
+    processes sharing one cache file split the work (each appends whole lines); a shard that
+    finishes while other shards' replies are missing raises :class:`ShardDone`.
     """
 
     def __init__(self, backend_factory, identity, cache, decoding, refresh=False, progress=True):
@@ -413,7 +448,7 @@ class CachedGenerator:
     def keys(self, requests):
         return [request_key(self.identity, messages, self.decoding) for messages in requests]
 
-    def run(self, requests, batch_size, description="LLM"):
+    def run(self, requests, batch_size, description="LLM", shard=None):
         """Replies (:class:`Generation`) for every request, plus :class:`GenerationStats`."""
         from tqdm import tqdm
 
@@ -424,7 +459,8 @@ class CachedGenerator:
         todo_batches = []
         for start in range(0, len(requests), batch_size):
             batch = range(start, min(start + batch_size, len(requests)))
-            if any(keys[i] not in self.cache or keys[i] in fresh for i in batch):
+            mine = shard is None or (start // batch_size) % shard[1] == shard[0]
+            if mine and any(keys[i] not in self.cache or keys[i] in fresh for i in batch):
                 todo_batches.append(batch)
             for i in batch:
                 entry = self.cache.get(keys[i])
@@ -477,6 +513,14 @@ class CachedGenerator:
                 stats.total_completion_tokens += reply.completion_tokens
                 stats.total_seconds += reply.seconds
         stats.cached = stats.requests - stats.calls
+        missing = sum(reply is None for reply in results)
+        if missing:
+            raise ShardDone(
+                f"{description}: shard {shard[0]}/{shard[1]} is done ({stats.calls} prompts "
+                f"generated in this run); {missing} of {len(requests)} replies are other "
+                "shards' and not in the cache yet. When every shard has finished, run the same "
+                "command without llm_shard to write the semantic files."
+            )
         return results, stats
 
 

@@ -145,6 +145,12 @@ def _generator(config, kind, refresh):
     )
 
 
+def _shard(config):
+    from recbole_llm.semantics.llm import parse_shard
+
+    return parse_shard(config["llm_shard"])
+
+
 def _encoder(config):
     from recbole_llm.semantics.encoder import TextEncoder
 
@@ -170,6 +176,7 @@ def run_pipeline(config, kind, refresh=False):
     path."""
     if kind not in KINDS:
         raise ValueError(f"semantic pipeline must be one of {KINDS}, got '{kind}'")
+    _shard(config)  # a malformed llm_shard fails before any data is read
     start = time.perf_counter()
     if kind == "eimf":
         path = _run_eimf(config, refresh, start)
@@ -253,7 +260,9 @@ def _typical_interests(config, typical_tokens, histories, texts, generator):
         )
 
     requests = interest_requests(config, typical_tokens, histories, texts.texts)
-    replies, stats = generator.run(requests, config["llm_batch_size"], "typical users")
+    replies, stats = generator.run(
+        requests, config["llm_batch_size"], "typical users", shard=_shard(config)
+    )
     interests, sources, raw = {}, {}, {}
     for user, reply in zip(typical_tokens, replies):
         raw[user] = reply.text
@@ -430,7 +439,9 @@ def _run_llm4sbr(config, refresh, start):
             for view in views
         ]
         generator = _generator(config, "llm4sbr", refresh)
-        replies, stats = generator.run(requests, config["llm_batch_size"], "session intents")
+        replies, stats = generator.run(
+            requests, config["llm_batch_size"], "session intents", shard=_shard(config)
+        )
         names = [parse_item_name(r.text) if not r.error else "" for r in replies]
         for v, view in enumerate(views):
             rows = [j for j in range(len(keys)) if names[j * len(views) + v]]
