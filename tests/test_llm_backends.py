@@ -344,9 +344,28 @@ def test_sharded_semantic_step_writes_files_only_when_complete(server, semantic_
         )
     assert not any(os.path.exists(files.file_path(clean_config, s)) for s in written)
     # the last shard to finish finds the others' replies in the cache and writes the files
-    last = Config(model="EIMF", dataset="synth", config_dict=dict(shared, llm_shard=[1, 2]))
+    exported = tmp_path / "ship" / "replies.jsonl"
+    last = Config(
+        model="EIMF",
+        dataset="synth",
+        config_dict=dict(shared, llm_shard=[1, 2], llm_export_replies=str(exported)),
+    )
     run_pipeline(last, "eimf")
     assert {s: open(files.file_path(last, s)).read() for s in written} == written
+    # the exported file holds exactly this run's replies, and serves a run with an empty cache
+    manifest = json.load(open(run_pipeline(last, "eimf")))
+    shipped = [json.loads(line) for line in exported.read_text().splitlines()]
+    assert len(shipped) == manifest["generation"]["requests"] > 0
+    calls = len(server.requests)
+    served = dict(
+        common,
+        semantics_cache_dir=str(tmp_path / "empty-cache"),
+        llm_reply_files=[str(exported)],
+    )
+    manifest = json.load(
+        open(run_pipeline(Config(model="EIMF", dataset="synth", config_dict=served), "eimf"))
+    )
+    assert len(server.requests) == calls and manifest["generation"]["calls"] == 0
 
 
 def test_cache_identity_is_the_weights_not_the_backend(tiny_llm):
