@@ -133,3 +133,19 @@ def test_saved_dataloaders_are_rebuilt_when_files_change(fast_config, own_copy):
     config = _config(fast_config, own_copy, save_dataloaders=True)
     train_again, _, _ = data_preparation(config, create_dataset(config))
     assert len(train_again.dataset) == len(train.dataset) + 1
+
+
+def test_atomic_write_leaves_no_temporary_file_and_plain_permissions(tmp_path):
+    path = tmp_path / "sub" / "table.txt"
+    prepare.atomic_write(str(path), lambda f: f.write("a\n"))
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.read_text() == "a\n" and os.stat(path).st_mode & 0o777 == 0o666 & ~umask
+
+    def fail(f):
+        f.write("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError):
+        prepare.atomic_write(str(path), fail)
+    assert path.read_text() == "a\n" and os.listdir(path.parent) == ["table.txt"]

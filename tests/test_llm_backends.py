@@ -178,17 +178,19 @@ def test_two_shards_split_the_batches_and_together_equal_one_run(server, tmp_pat
     ).run(requests, batch_size=2)
     shared = str(tmp_path / "shared.jsonl")
 
-    def shard(index):
-        return CachedGenerator(
+    # both processes open the cache before either has written to it
+    shards = [
+        CachedGenerator(
             lambda: backend(server, "ok"), "served:ok", ReplyCache(shared), DECODING, progress=False
-        ).run(requests, batch_size=2, shard=(index, 2))
-
+        )
+        for _ in range(2)
+    ]
     # batches {0, 1}, {2, 3}, {4, 5}, {6}: shard 1 asks for prompts 2, 3 and 6 only
     with pytest.raises(ShardDone, match="shard 1/2 is done .3 prompts generated"):
-        shard(1)
+        shards[1].run(requests, batch_size=2, shard=(1, 2))
     assert len(server.requests) == 7 + 3
-    # shard 0 appends to the same file and, finding the rest there, completes normally
-    replies, stats = shard(0)
+    # shard 0 appends to the same file and, re-reading it at the end, completes normally
+    replies, stats = shards[0].run(requests, batch_size=2, shard=(0, 2))
     assert stats.calls == 4 and stats.cached == 3 and len(server.requests) == 7 + 7
     assert [r.text for r in replies] == [r.text for r in single]
     merged, stats = CachedGenerator(

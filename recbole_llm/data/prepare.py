@@ -40,13 +40,19 @@ def package_dir(package):
 
 
 def atomic_write(path, write):
-    """Call ``write(file_object)`` on a temporary file, then rename it to ``path``."""
+    """Call ``write(file_object)`` on a temporary file, then rename it to ``path``.
+
+    The file gets the permissions of a plainly created one (the umask's, not mkstemp's 0600).
+    """
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
             write(f)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):

@@ -54,6 +54,10 @@ class ReplyCache:
         self.entries.update(_read_jsonl(path))
         self._drop_torn_tail()
 
+    def reload(self):
+        """Read entries other processes appended to the file since it was opened."""
+        self.entries.update(_read_jsonl(self.path))
+
     def _drop_torn_tail(self):
         if not os.path.exists(self.path):
             return

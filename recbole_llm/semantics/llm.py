@@ -414,6 +414,15 @@ class GenerationStats:
         return dict(self.__dict__)
 
 
+def _from_cache(entry):
+    return Generation(
+        entry["text"],
+        entry.get("prompt_tokens", 0),
+        entry.get("completion_tokens", 0),
+        entry.get("seconds", 0.0),
+    )
+
+
 class CachedGenerator:
     """Generate replies for many requests through a backend and the reply cache.
 
@@ -423,8 +432,9 @@ class CachedGenerator:
     flight, and the rerun forms the same batches, giving identical replies.
 
     With ``shard=(i, n)`` only batches whose index is ``i`` modulo ``n`` are generated, so ``n``
-    processes sharing one cache file split the work (each appends whole lines); a shard that
-    finishes while other shards' replies are missing raises :class:`ShardDone`.
+    processes sharing one cache file split the work (each appends whole lines). A shard whose
+    share is done re-reads the file for the others' replies; if some are still missing, it
+    raises :class:`ShardDone`.
     """
 
     def __init__(self, backend_factory, identity, cache, decoding, refresh=False, progress=True):
@@ -481,12 +491,7 @@ class CachedGenerator:
             for i in batch:
                 entry = self.cache.get(keys[i])
                 if entry is not None and keys[i] not in fresh:
-                    results[i] = Generation(
-                        entry["text"],
-                        entry.get("prompt_tokens", 0),
-                        entry.get("completion_tokens", 0),
-                        entry.get("seconds", 0.0),
-                    )
+                    results[i] = _from_cache(entry)
         todo = sum(len(b) for b in todo_batches)
         if todo_batches:  # load the model first: loading is not generation
             load_start = time.perf_counter()
@@ -529,6 +534,12 @@ class CachedGenerator:
                 stats.total_completion_tokens += reply.completion_tokens
                 stats.total_seconds += reply.seconds
         stats.cached = stats.requests - stats.calls
+        if shard is not None and any(reply is None for reply in results):
+            self.cache.reload()  # the other shards may have finished meanwhile
+            for i, reply in enumerate(results):
+                entry = self.cache.get(keys[i]) if reply is None else None
+                if entry is not None:
+                    results[i] = _from_cache(entry)
         missing = sum(reply is None for reply in results)
         if missing:
             raise ShardDone(
