@@ -272,18 +272,23 @@ def _step_script(config_dict):
     )
 
 
+def served_step(semantic_config, server, model, **settings):
+    """EIMF semantic-step settings that ask the test server's ``model``, one prompt a batch."""
+    return dict(
+        semantic_config,
+        llm_backend="openai",
+        llm_model=model,
+        llm_base_url=server.url,
+        llm_batch_size=1,
+        typical_ratio=0.2,
+        **settings,
+    )
+
+
 def test_kill_minus_nine_then_resume_gives_identical_files(server, semantic_config, tmp_path):
     import shutil
 
-    common = dict(
-        semantic_config,
-        llm_backend="openai",
-        llm_model="delay",
-        llm_base_url=server.url,
-        llm_batch_size=1,
-        llm_concurrency=1,
-        typical_ratio=0.2,
-    )
+    common = served_step(semantic_config, server, "delay", llm_concurrency=1)
     clean = dict(common, semantics_cache_dir=str(tmp_path / "clean-cache"))
     run_pipeline(Config(model="EIMF", dataset="synth", config_dict=clean), "eimf")
 
@@ -322,14 +327,7 @@ def test_kill_minus_nine_then_resume_gives_identical_files(server, semantic_conf
 
 
 def test_sharded_semantic_step_writes_files_only_when_complete(server, semantic_config, tmp_path):
-    common = dict(
-        semantic_config,
-        llm_backend="openai",
-        llm_model="ok",
-        llm_base_url=server.url,
-        llm_batch_size=1,
-        typical_ratio=0.2,
-    )
+    common = served_step(semantic_config, server, "ok")
     clean = dict(common, semantics_cache_dir=str(tmp_path / "clean-cache"))
     clean_config = Config(model="EIMF", dataset="synth", config_dict=clean)
     run_pipeline(clean_config, "eimf")

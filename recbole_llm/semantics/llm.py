@@ -446,7 +446,6 @@ class CachedGenerator:
         self.decoding = dict(decoding)
         self.refresh = refresh
         self.progress = progress
-        self.last_keys = []
 
     @property
     def backend(self):
@@ -456,15 +455,14 @@ class CachedGenerator:
                 self._backend = self._backend_factory()
             return self._backend
 
-    def export(self, path, keys=None):
-        """Write the cached replies of ``keys`` (default: the last run's requests), in request
-        order and once each, as a reply file another run can read (``llm_reply_files``); the
-        file is replaced whole, never left half-written. Returns the numbers written and
-        missing (requests that failed are not cached)."""
+    def export(self, path, requests):
+        """Write the cached replies of ``requests``, in request order and once each, as a
+        reply file another run can read (``llm_reply_files``); the file is replaced whole,
+        never left half-written. Returns the numbers written and missing (requests that failed
+        are not cached)."""
         from recbole_llm.data.prepare import atomic_write
 
-        keys = self.last_keys if keys is None else keys
-        entries = [self.cache.get(k) for k in dict.fromkeys(keys)]
+        entries = [self.cache.get(k) for k in dict.fromkeys(self.keys(requests))]
         found = [e for e in entries if e is not None]
         lines = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in found)
         atomic_write(path, lambda f: f.write(lines))
@@ -478,7 +476,6 @@ class CachedGenerator:
         from tqdm import tqdm
 
         keys = self.keys(requests)
-        self.last_keys = keys
         stats = GenerationStats(requests=len(requests))
         results = [None] * len(requests)
         fresh = set(keys) if self.refresh else set()

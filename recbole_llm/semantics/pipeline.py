@@ -145,12 +145,12 @@ def _generator(config, kind, refresh):
     )
 
 
-def _export_replies(config, generator):
+def _export_replies(config, generator, requests):
     """``llm_export_replies``: the replies this run used, as a file to ship or share."""
     path = config["llm_export_replies"]
     if not path:
         return
-    written, missing = generator.export(path)
+    written, missing = generator.export(path, requests)
     getLogger().info(f"Exported {written} replies to {path}")
     if missing:
         getLogger().warning(f"{missing} requests failed and have no reply in {path}")
@@ -274,7 +274,7 @@ def _typical_interests(config, typical_tokens, histories, texts, generator):
     replies, stats = generator.run(
         requests, config["llm_batch_size"], "typical users", shard=_shard(config)
     )
-    _export_replies(config, generator)
+    _export_replies(config, generator, requests)
     interests, sources, raw = {}, {}, {}
     for user, reply in zip(typical_tokens, replies):
         raw[user] = reply.text
@@ -454,7 +454,7 @@ def _run_llm4sbr(config, refresh, start):
         replies, stats = generator.run(
             requests, config["llm_batch_size"], "session intents", shard=_shard(config)
         )
-        _export_replies(config, generator)
+        _export_replies(config, generator, requests)
         names = [parse_item_name(r.text) if not r.error else "" for r in replies]
         for v, view in enumerate(views):
             rows = [j for j in range(len(keys)) if names[j * len(views) + v]]
