@@ -60,6 +60,11 @@ DATASET_ARGUMENTS = [
 
 FALLBACK_DATASET = "ml-100k"
 
+# Our keys that hold lists of names. RecBole keeps a command-line value such as
+# ``--intent_views=[normal]`` as the string "[normal]" (it is not a Python literal); these are
+# read back as lists of names so that users need not quote every element.
+NAME_LIST_KEYS = ("text_fields", "llm_reply_files", "intent_views")
+
 
 def properties_dir():
     """Folder holding our YAML defaults: package data when installed, else the checkout's."""
@@ -153,6 +158,9 @@ class Config(RecBoleConfig):
             and "train_neg_sample_args" not in self.external_config_dict
         ):
             final["train_neg_sample_args"] = None
+        for key in NAME_LIST_KEYS:
+            if isinstance(final.get(key), str):
+                final[key] = _name_list(final[key])
         data_root = final["data_path"]
         super()._set_default_parameters()
         self.final_config_dict["data_path"] = os.path.abspath(os.path.join(data_root, self.dataset))
@@ -198,3 +206,11 @@ class Config(RecBoleConfig):
             self.final_config_dict["state"] = "error"
             self.final_config_dict["show_progress"] = False
             self.final_config_dict["verbose"] = False
+
+
+def _name_list(value):
+    """``"[a, 'b']"`` or ``"a,b"`` or ``"a"`` -> ``["a", "b"]`` (names, quotes stripped)."""
+    text = value.strip()
+    if text.startswith("[") and text.endswith("]"):
+        text = text[1:-1]
+    return [name.strip().strip("'\"").strip() for name in text.split(",") if name.strip()]

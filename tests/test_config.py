@@ -118,3 +118,15 @@ def test_registry_resolves_recbole_models_and_trainers():
 def test_valid_metric_must_be_computed():
     with pytest.raises(ValueError, match=r"valid_metric 'MRR@10' is not computed.*mrr@5"):
         Config(model="SASRec", dataset="synth", config_dict={"topk": [5, 20]})
+
+
+def test_name_lists_from_the_command_line_need_no_quotes(monkeypatch):
+    argv = ["run_recbole_llm.py", "--intent_views=[normal]", "--text_fields=[title, 'genre']"]
+    monkeypatch.setattr("sys.argv", argv)
+    config = Config(model="SASRec", dataset="synth")
+    assert config["intent_views"] == ["normal"]
+    assert config["text_fields"] == ["title", "genre"]
+    monkeypatch.setattr("sys.argv", ["run_recbole_llm.py", "--intent_views=['long','short']"])
+    assert Config(model="SASRec", dataset="synth")["intent_views"] == ["long", "short"]
+    monkeypatch.setattr("sys.argv", ["run_recbole_llm.py", "--intent_views=normal"])
+    assert Config(model="SASRec", dataset="synth")["intent_views"] == ["normal"]
