@@ -128,6 +128,8 @@ VOLATILE_KEYS = {
     "semantics_cache_dir",
     "auto_prepare",
     "auto_semantics",
+    "llm_shard",
+    "llm_export_replies",
 }
 
 

@@ -163,3 +163,21 @@ def test_shipped_suites_load_and_name_real_models(name):
         get_model(entry["model"])
         hashes.add(benchmark.run_spec(suite, entry, entry["seeds"][0])["hash"])
     assert len(hashes) == len(suite["runs"]), "two rows of one suite would share a run"
+
+
+def test_committed_rows_keep_their_run_identity():
+    """Every row in results/runs is named by the hash the current code gives its config. A new
+    config key that cannot change a result (where or how a run happens) belongs in
+    VOLATILE_KEYS; otherwise it renames every run, and the committed rows silently drop out of
+    the reports. A changed default that does change results must retire the rows it affects."""
+    runs = os.path.join(os.path.dirname(SUITES), "results", "runs")
+    stale = []
+    for name in sorted(os.listdir(runs)):
+        with open(os.path.join(runs, name), encoding="utf-8") as f:
+            row = json.load(f)
+        suite = {"config_files": [], "config": row["config"], "dataset": row["dataset"]}
+        entry = {"model": row["model"], "config": {}, "label": row["model"]}
+        spec = benchmark.run_spec(suite, entry, row["seed"])
+        if spec["hash"] != row["hash"] or not name.endswith(f"-{row['hash']}.json"):
+            stale.append(f"{name}: now {spec['hash']}")
+    assert not stale, stale
