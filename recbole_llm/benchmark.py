@@ -87,6 +87,17 @@ def load_suite(path):
     report.setdefault("metrics", ["recall", "ndcg", "mrr", "hit"])
     report.setdefault("topk", [10, 20, 50])
     report.setdefault("compare_metric", "ndcg@10")
+    # "valid": a report for choosing settings, which must never show test results
+    report.setdefault("split", "test")
+    if report["split"] not in ("test", "valid"):
+        raise ValueError(
+            f"Suite '{path}': report.split must be test or valid, got {report['split']}"
+        )
+    if report["split"] == "valid" and suite.get("comparisons"):
+        raise ValueError(
+            f"Suite '{path}': paired comparisons need per-user results, which runs keep for the "
+            "test set only; a report with split: valid cannot have comparisons"
+        )
     suite["report"] = report
     # rows live in one folder for all suites (default: runs/ beside the report)
     results_dir = suite.get("results_dir") or os.path.join(
@@ -406,8 +417,15 @@ def render_report(suite, rows, chart=None):
     if suite.get("description"):
         lines += [suite["description"].strip(), ""]
     seeds = suite["seeds"]
+    split = report["split"]
+    what = (
+        "test metrics (full ranking)"
+        if split == "test"
+        else "validation metrics only (full ranking; this report is for choosing settings, so "
+        "it shows no test result)"
+    )
     lines += [
-        f"Dataset `{suite['dataset']}`, seeds {seeds}; test metrics (full ranking), mean ± std "
+        f"Dataset `{suite['dataset']}`, seeds {seeds}; {what}, mean ± std "
         "over seeds; the checkpoint is the epoch with the best validation "
         f"`{shared_config(suite).get('valid_metric', 'MRR@10')}`. Epochs: trained, including "
         "the early-stopping patience. s/epoch: the median epoch of each run, averaged; runs "
@@ -418,7 +436,7 @@ def render_report(suite, rows, chart=None):
     ]
     for entry in suite["runs"]:
         found = entry_rows(rows, entry)
-        cells = [_mean_std([r["test"][k] for r in found if k in r["test"]]) for k in metric_keys]
+        cells = [_mean_std([r[split][k] for r in found if k in r[split]]) for k in metric_keys]
         epochs = _mean_std([r["epochs"] for r in found], digits=1)
         seconds = f"{np.mean([r['seconds_per_epoch'] for r in found]):.1f}" if found else "-"
         lines.append(
@@ -427,7 +445,7 @@ def render_report(suite, rows, chart=None):
             + f" | {epochs} | {seconds} | {len(found)}/{len(entry['seeds'])} |"
         )
     if chart:
-        lines += ["", f"![test {report['compare_metric']} by model]({chart})"]
+        lines += ["", f"![{split} {report['compare_metric']} by model]({chart})"]
     if suite.get("comparisons"):
         metric = report["compare_metric"]
         lines += [
@@ -483,7 +501,8 @@ def render_report(suite, rows, chart=None):
 
 
 def write_chart(suite, rows, path, log=print):
-    """A bar chart of the test ``compare_metric`` (mean ± std over seeds) per row, as PNG.
+    """A bar chart of ``compare_metric`` on the report's split (mean ± std over seeds) per
+    row, as PNG.
 
     Needs matplotlib (the ``bench`` extra); without it, says so and returns None.
     """
@@ -495,10 +514,10 @@ def write_chart(suite, rows, path, log=print):
     except ImportError:
         log("no chart: matplotlib is missing (pip install 'recbole-llm[bench]')")
         return None
-    metric = suite["report"]["compare_metric"]
+    metric, split = suite["report"]["compare_metric"], suite["report"]["split"]
     labels, means, stds = [], [], []
     for entry in suite["runs"]:
-        values = [r["test"][metric] for r in entry_rows(rows, entry) if metric in r["test"]]
+        values = [r[split][metric] for r in entry_rows(rows, entry) if metric in r[split]]
         if values:
             labels.append(f"{entry['label']} ({len(values)}/{len(entry['seeds'])})")
             means.append(float(np.mean(values)))
@@ -509,7 +528,7 @@ def write_chart(suite, rows, path, log=print):
     positions = np.arange(len(labels))[::-1]  # suite order, top to bottom
     axes.barh(positions, means, xerr=stds, color="#4c72b0", ecolor="#333333", capsize=3)
     axes.set_yticks(positions, labels)
-    axes.set_xlabel(f"test {metric} (mean ± std over seeds; runs done / planned)")
+    axes.set_xlabel(f"{split} {metric} (mean ± std over seeds; runs done / planned)")
     axes.set_title(suite.get("title", suite["name"]), fontsize=10)
     figure.tight_layout()
     tmp = f"{path}.{os.getpid()}.tmp"

@@ -114,6 +114,46 @@ def test_bad_suites_are_rejected(tmp_path):
         benchmark.load_suite(str(path))
 
 
+def test_a_validation_report_shows_no_test_result(tmp_path):
+    """``report.split: valid`` is for choosing settings: its table and chart use validation
+    results only, and it cannot carry paired comparisons (runs keep per-user test values only)."""
+    suite = {
+        "name": "pick",
+        "dataset": "d",
+        "seeds": [1, 2],
+        "runs": ["A", {"model": "A", "label": "A-big", "config": {"hidden_size": 128}}],
+        "report": {"output": "pick.md", "metrics": ["ndcg"], "topk": [10], "split": "valid"},
+    }
+    path = tmp_path / "pick.yaml"
+    path.write_text(yaml.safe_dump(suite))
+    loaded = benchmark.load_suite(str(path))
+
+    def row(valid, test):
+        return {
+            "valid": {"ndcg@10": valid},
+            "test": {"ndcg@10": test},
+            "epochs": 3,
+            "seconds_per_epoch": 1.0,
+        }
+
+    rows = {("A", 1): row(0.5, 0.111), ("A", 2): row(0.3, 0.222), ("A-big", 1): row(0.7, 0.333)}
+    text = benchmark.render_report(loaded, rows)
+    assert "| A | 0.4000 ± 0.1414 |" in text and "| A-big | 0.7000 |" in text
+    assert "validation metrics only" in text
+    assert not any(value in text for value in ("0.111", "0.222", "0.333", "0.1110", "0.3330"))
+
+    for bad, match in (
+        ({"split": "train"}, "report.split must be test or valid"),
+        ({"split": "valid", "comparisons": [["A-big", "A"]]}, "cannot have comparisons"),
+    ):
+        broken = dict(suite, report=dict(suite["report"], split=bad["split"]))
+        if "comparisons" in bad:
+            broken["comparisons"] = bad["comparisons"]
+        path.write_text(yaml.safe_dump(broken))
+        with pytest.raises(ValueError, match=match):
+            benchmark.load_suite(str(path))
+
+
 def test_paired_bootstrap_and_comparison_from_known_rows():
     assert benchmark.paired_bootstrap([0.1] * 50) == pytest.approx((0.1, 0.1, 0.1))
     mean, low, high = benchmark.paired_bootstrap(np.linspace(-1, 3, 401))
