@@ -333,9 +333,10 @@ def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=N
         write_row(row_path(suite, spec), row)
         elapsed = time.time() - started
         eta = elapsed / index * (len(todo) - index)
-        metric = suite["report"]["compare_metric"]
+        metric, split = suite["report"]["compare_metric"], suite["report"]["split"]
         log(
-            f"    done in {time.time() - run_start:.0f} s: {metric} {row['test'].get(metric)}, "
+            f"    done in {time.time() - run_start:.0f} s: {split} {metric} "
+            f"{row[split].get(metric)}, "
             f"{row['epochs']} epochs x {row['seconds_per_epoch']:.1f} s; ETA {eta / 60:.0f} min"
         )
     return load_rows(suite)
