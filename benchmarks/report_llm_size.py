@@ -1,13 +1,17 @@
-"""The LLM-size study's report: EIMF's gain over its backbone against what each LLM cost.
+"""The LLM-size study's report: each LLM-enhanced model's gain over its backbone against what
+each LLM cost, for EIMF (ml-100k) and LLM4SBR (ml-100k-session-1k).
 
-    python benchmarks/run_suite.py benchmarks/suites/llm_size_ml-100k.yaml   # the runs
-    python benchmarks/report_llm_size.py                                      # results/llm-size.md
+    python benchmarks/run_suite.py benchmarks/suites/llm_size_ml-100k.yaml             # EIMF
+    python benchmarks/run_suite.py benchmarks/suites/llm_size_ml-100k-session-1k.yaml  # LLM4SBR
+    python benchmarks/report_llm_size.py                                  # results/llm-size.md
 
-For every row of the suite: test NDCG@10 (mean ± std over the seeds run), the paired per-user
-bootstrap 95 % interval of its difference to the backbone, and, from the semantic step's
-manifest, the LLM calls, prompt and new tokens and generation seconds that made its semantics
-(cached replies count at the cost recorded when they were made), and how many typical users got
-interests from the LLM.
+For every row of each suite: test NDCG@10 (mean ± std over the seeds run), the paired
+bootstrap 95 % interval of its difference to the suite's first row (the backbone), and, from
+the semantic step's manifest, the LLM calls, prompt and new tokens and generation seconds that
+made its semantics (cached replies count at the cost recorded when they were made), and how
+much of the semantics came from the LLM: EIMF's typical users with parsed interests, LLM4SBR's
+intents taken from a reply rather than the last-item fallback. A suite with no rows yet gets a
+line saying so.
 """
 
 import argparse
@@ -18,21 +22,32 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 
+MANIFEST_KINDS = {"EIMF": "eimf", "LLM4SBR": "llm4sbr"}
+
+
 def manifest_for(suite, entry, data_path):
     from recbole_llm.semantics.files import manifest_path
 
-    if entry["model"] != "EIMF":
+    if entry["model"] not in MANIFEST_KINDS:
         return None
     folder = {
         "semantics_dir": entry["config"].get("semantics_dir"),
         "data_path": os.path.join(data_path, suite["dataset"]),
         "dataset": suite["dataset"],
     }
-    path = manifest_path(folder, "eimf")
+    path = manifest_path(folder, MANIFEST_KINDS[entry["model"]])
     if not os.path.exists(path):
         return None
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+def llm_share(entry, counts):
+    """How much of a row's semantics came from the LLM, from its manifest's counts."""
+    if entry["model"] == "EIMF":
+        return f"{counts['typical_users_from_llm']} / {counts['typical_users']} typical users"
+    from_llm = sum(counts["intents_from_llm"].values())
+    return f"{from_llm} / {from_llm + sum(counts['intents_from_last_item'].values())} intents"
 
 
 def render(suite, rows, data_path, baseline):
@@ -40,17 +55,18 @@ def render(suite, rows, data_path, baseline):
 
     metric = suite["report"]["compare_metric"]
     lines = [
-        f"# {suite['title']}",
+        f"## {suite['title']}",
         "",
         suite["description"].strip(),
         "",
         f"Test {metric}, mean ± std over the seeds run; vs backbone: the difference to "
-        f"`{baseline}` on the seeds both ran, with its paired per-user bootstrap 95 % interval. "
+        f"`{baseline}` on the seeds both ran, with its paired bootstrap 95 % interval over "
+        "test users (sessions, on a session dataset). "
         "LLM cost from each row's semantic manifest (replies served from the cache are counted "
         "at what they cost when made).",
         "",
         f"| row | {metric} | seeds | vs backbone | 95 % interval | LLM calls | prompt tokens "
-        "| new tokens | LLM seconds | typical users with LLM interests |",
+        "| new tokens | LLM seconds | semantics from the LLM |",
         "|---|---:|---:|---:|---|---:|---:|---:|---:|---:|",
     ]
     for entry in suite["runs"]:
@@ -64,7 +80,7 @@ def render(suite, rows, data_path, baseline):
                 interval = f"[{result['low']:+.4f}, {result['high']:+.4f}]"
         manifest = manifest_for(suite, entry, data_path)
         if manifest is None:
-            cost = ["-"] * 5 if entry["model"] == "EIMF" else ["0"] * 4 + ["-"]
+            cost = ["-"] * 5 if entry["model"] in MANIFEST_KINDS else ["0"] * 4 + ["-"]
         else:
             counts = manifest["counts"]
             gen = manifest["generation"] or {  # no LLM in this row's semantics
@@ -78,7 +94,7 @@ def render(suite, rows, data_path, baseline):
                 str(gen["total_prompt_tokens"]),
                 str(gen["total_completion_tokens"]),
                 f"{gen['total_seconds']:.0f}",
-                f"{counts['typical_users_from_llm']} / {counts['typical_users']}",
+                llm_share(entry, counts),
             ]
         lines.append(
             f"| {entry['label']} | {score} | {len(values)}/{len(entry['seeds'])} | {delta} "
@@ -95,21 +111,47 @@ def render(suite, rows, data_path, baseline):
     return "\n".join(lines)
 
 
+SUITES = ["llm_size_ml-100k.yaml", "llm_size_ml-100k-session-1k.yaml"]
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--suite", default=os.path.join(HERE, "suites", "llm_size_ml-100k.yaml"))
+    parser.add_argument(
+        "--suites",
+        nargs="+",
+        default=[os.path.join(HERE, "suites", name) for name in SUITES],
+        help="suite YAMLs, one section each; the backbone is each suite's first row",
+    )
     parser.add_argument("--data_path", default="dataset")
-    parser.add_argument("--baseline", default="REMI, no semantic losses (d)")
     parser.add_argument("--output", default=os.path.join(HERE, "..", "results", "llm-size.md"))
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(HERE))
     from recbole_llm.benchmark import load_rows, load_suite, write_report
     from recbole_llm.data.prepare import atomic_write
 
-    suite = load_suite(args.suite)
-    rows = load_rows(suite)
-    write_report(suite, rows)
-    text = render(suite, rows, os.path.abspath(args.data_path), args.baseline)
+    sections = [
+        "# The LLM-size study: what a bigger LLM buys",
+        "",
+        "One section per model. Within a section, every row has the same prompts, config and "
+        "seeds; only the source of the semantics differs.",
+        "",
+    ]
+    for path in args.suites:
+        suite = load_suite(path)
+        rows = load_rows(suite)
+        if not rows:
+            sections += [
+                f"## {suite['title']}",
+                "",
+                "Not run yet: `python benchmarks/run_suite.py "
+                f"{os.path.relpath(suite['path'], os.getcwd())}`.",
+                "",
+            ]
+            continue
+        write_report(suite, rows)
+        baseline = suite["runs"][0]["label"]
+        sections.append(render(suite, rows, os.path.abspath(args.data_path), baseline))
+    text = "\n".join(sections)
     output = os.path.normpath(args.output)
     atomic_write(output, lambda f: f.write(text))
     print(text)

@@ -149,3 +149,34 @@ def test_atomic_write_leaves_no_temporary_file_and_plain_permissions(tmp_path):
     with pytest.raises(RuntimeError):
         prepare.atomic_write(str(path), fail)
     assert path.read_text() == "a\n" and os.listdir(path.parent) == ["table.txt"]
+
+
+def test_a_session_subset_keeps_whole_samples_of_the_full_dataset(tmp_path):
+    """``max_samples`` keeps a fixed random subset of the full dataset's samples (same item
+    lists and targets, still in time order, the same on every build), split 80/10/10; the
+    LLM-size study relies on this to reuse ml-100k-session's replies for its 1k subset."""
+    from synthetic import write_synthetic_dataset
+
+    from recbole_llm.data.sessions import write_session_dataset
+
+    source = write_synthetic_dataset(str(tmp_path), "synth")
+
+    def samples(name, max_samples=None):
+        folder = str(tmp_path / name)
+        stats = write_session_dataset(source, "synth", folder, name, max_samples=max_samples)
+        rows = []
+        for part in ("train", "valid", "test"):
+            with open(os.path.join(folder, f"{name}.{part}.inter"), encoding="utf-8") as f:
+                next(f)
+                rows += [tuple(line.rstrip("\n").split("\t")[1:]) for line in f]
+        return stats, rows
+
+    full_stats, full = samples("full")
+    sub_stats, sub = samples("sub", max_samples=40)
+    assert len(full) > 40 and len(sub) == 40 and sub_stats["subset_of"] == len(full)
+    assert (sub_stats["train"], sub_stats["valid"], sub_stats["test"]) == (32, 4, 4)
+    assert set(sub) <= set(full)
+    assert [float(r[2]) for r in sub] == sorted(float(r[2]) for r in sub)
+    assert samples("again", max_samples=40)[1] == sub
+    assert prepare.SESSION_DATASETS["ml-100k-session-1k"] == ("ml-100k", 1_000)
+    assert "ml-100k-session-1k" in prepare.PREPARERS

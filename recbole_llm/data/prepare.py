@@ -238,21 +238,25 @@ def prepare_ml_1m(folder):
     )
 
 
-SESSION_SUBSETS = {"ml-1m": 10_000}  # samples kept: a fixed random subset (see sessions.py)
+# session dataset -> (source dataset, samples kept: None = all, else a fixed random subset, see
+# sessions.py). ml-100k-session-1k is the LLM-size study's subset: small enough to prompt a
+# 1.5B LLM for every sample on a CPU, and its prompts are ml-100k-session's, so the default
+# LLM's replies come from that dataset's shipped cache.
+SESSION_DATASETS = {
+    "ml-100k-session": ("ml-100k", None),
+    "ml-1m-session": ("ml-1m", 10_000),
+    "ml-100k-session-1k": ("ml-100k", 1_000),
+}
 
 
-def _session_preparer(source):
+def _session_preparer(source, max_samples):
     def prepare(folder):
         from recbole_llm.data.sessions import write_session_dataset
 
         root = os.path.dirname(folder)
         source_folder = prepare_dataset(source, root)
         stats = write_session_dataset(
-            source_folder,
-            source,
-            folder,
-            os.path.basename(folder),
-            max_samples=SESSION_SUBSETS.get(source),
+            source_folder, source, folder, os.path.basename(folder), max_samples=max_samples
         )
         getLogger().info(f"Sessions of {source}: {stats}")
 
@@ -260,12 +264,12 @@ def _session_preparer(source):
     return prepare
 
 
-for _source in ("ml-100k", "ml-1m"):
+for _name, (_source, _max_samples) in SESSION_DATASETS.items():
     register_preparer(
-        f"{_source}-session",
+        _name,
         ["item", "train.inter", "valid.inter", "test.inter"],
         PREPARERS[_source][2],
-    )(_session_preparer(_source))
+    )(_session_preparer(_source, _max_samples))
 
 
 def main(name, argv=None):

@@ -12,7 +12,8 @@ The rule follows the official LLM4SBR code (the paper only says "10-minute inter
    test, so that model selection uses validation and the test samples come last.
 
 ``ml-1m-session`` keeps a fixed random 10,000 of its samples (seed 0): two LLM prompts per
-sample for all of ml-1m (about 100,000 prompts) do not fit a CPU budget.
+sample for all of ml-1m (about 100,000 prompts) do not fit a CPU budget. ``ml-100k-session-1k``
+keeps 1,000 of ml-100k's (seed 0) for the LLM-size study (see ``prepare.SESSION_DATASETS``).
 
 Output: ``<name>.train.inter``, ``<name>.valid.inter``, ``<name>.test.inter`` with
 ``session_id:token item_id_list:token_seq item_id:token timestamp:float`` (the target's time),
