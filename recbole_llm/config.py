@@ -27,6 +27,7 @@ from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
 from recbole_llm import compat, registry
+from recbole_llm.data.prepare import PROPERTIES_OF
 
 #: Our keys that change what a dataset contains. A pickled dataset or saved dataloaders are
 #: reused only when these match too (RecBole compares only its own ``dataset_arguments``).
@@ -145,7 +146,10 @@ class Config(RecBoleConfig):
             backbone_layers[:1]
             + [os.path.join(root, "overall.yaml")]
             + backbone_layers[1:]
-            + [model_yaml, os.path.join(root, "dataset", f"{dataset}.yaml")]
+            + [
+                model_yaml,
+                os.path.join(root, "dataset", f"{PROPERTIES_OF.get(dataset, dataset)}.yaml"),
+            ]
         ):
             if os.path.isfile(path):
                 self.internal_config_dict.update(_read_yaml(path, self.yaml_loader))

@@ -171,7 +171,7 @@ def test_a_session_subset_keeps_whole_samples_of_the_full_dataset(tmp_path):
                 rows += [tuple(line.rstrip("\n").split("\t")[1:]) for line in f]
         return stats, rows
 
-    full_stats, full = samples("full")
+    _, full = samples("full")
     sub_stats, sub = samples("sub", max_samples=40)
     assert len(full) > 40 and len(sub) == 40 and sub_stats["subset_of"] == len(full)
     assert (sub_stats["train"], sub_stats["valid"], sub_stats["test"]) == (32, 4, 4)
@@ -180,3 +180,10 @@ def test_a_session_subset_keeps_whole_samples_of_the_full_dataset(tmp_path):
     assert samples("again", max_samples=40)[1] == sub
     assert prepare.SESSION_DATASETS["ml-100k-session-1k"] == ("ml-100k", 1_000)
     assert "ml-100k-session-1k" in prepare.PREPARERS
+    # the subset reads the full dataset's properties, so its prompts are the full dataset's
+    configs = [
+        Config(model="LLM4SBR", dataset=name, config_dict={"data_path": str(tmp_path)})
+        for name in ("ml-100k-session", "ml-100k-session-1k")
+    ]
+    for key in ("USER_ID_FIELD", "text_fields", "llm_reply_files", "benchmark_filename"):
+        assert configs[0][key] == configs[1][key] and configs[1][key], key

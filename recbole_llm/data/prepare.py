@@ -247,6 +247,9 @@ SESSION_DATASETS = {
     "ml-1m-session": ("ml-1m", 10_000),
     "ml-100k-session-1k": ("ml-100k", 1_000),
 }
+# a subset takes its full dataset's properties (properties/dataset/<full>.yaml), so that its
+# text fields, and with them its prompts, cannot drift from the full dataset's
+PROPERTIES_OF = {"ml-100k-session-1k": "ml-100k-session"}
 
 
 def _session_preparer(source, max_samples):
