@@ -141,6 +141,7 @@ VOLATILE_KEYS = {
     "auto_semantics",
     "llm_shard",
     "llm_export_replies",
+    "training_state_file",
 }
 
 
@@ -234,6 +235,7 @@ def execute(spec, data_path=None, workdir=None):
         config_dict["data_path"] = data_path
     workdir = workdir or os.getcwd()
     config_dict.setdefault("checkpoint_dir", os.path.join(workdir, "saved"))
+    config_dict.setdefault("training_state_file", state_path(spec))
     config = Config(model=spec["model"], dataset=spec["dataset"], config_dict=config_dict)
     init_seed(config["seed"], config["reproducibility"])
     _make_output_dirs(config)
@@ -257,12 +259,23 @@ def execute(spec, data_path=None, workdir=None):
                 float(np.median(trainer.epoch_seconds)) if trainer.epoch_seconds else 0.0
             ),
             "epoch_seconds": [round(float(t), 3) for t in trainer.epoch_seconds],
+            # epochs at which an interrupted run resumed; wall_seconds is the last process's
+            "resumed_at": list(trainer.resumed_at),
             "test_eval_seconds": trainer.eval_seconds,
             "wall_seconds": wall,
             "versions": {"python": platform.python_version(), "torch": torch.__version__},
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
         }
     )
+
+
+def state_path(spec):
+    """Where a run keeps its training state between interruptions (deleted once its row is
+    written): ``<cache root>/runs/``, outside the repository."""
+    from recbole_llm.semantics.llm import cache_root
+
+    name = f"{spec['model']}-{spec['dataset']}-seed{spec['seed']}-{spec['hash']}.state.pth"
+    return os.path.join(cache_root(), "runs", name)
 
 
 def _worker_main(spec_file, out_file, data_path):
@@ -331,6 +344,8 @@ def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=N
             with open(out_file, encoding="utf-8") as f:
                 row = json.load(f)
         write_row(row_path(suite, spec), row)
+        if os.path.exists(state_path(spec)):
+            os.remove(state_path(spec))
         elapsed = time.time() - started
         eta = elapsed / index * (len(todo) - index)
         metric, split = suite["report"]["compare_metric"], suite["report"]["split"]

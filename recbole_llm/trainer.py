@@ -5,9 +5,16 @@ model of ours) picks, so every model trained through our entry points gets the s
 nothing outside those trainers is patched.
 """
 
+import hashlib
 import inspect
+import json
+import os
+import random
+import tempfile
 import time
 
+import numpy as np
+import torch
 from recbole.evaluator import Evaluator
 from recbole.evaluator.base_metric import TopkMetric
 from recbole.trainer import Trainer
@@ -56,6 +63,11 @@ class CompatTrainerMixin:
     - DDP checkpoint race: each rank names its own checkpoint and only rank 0 writes one, so
       before loading the best model all ranks agree on rank 0's file and wait for it.
 
+    - Resumable training: with ``training_state_file`` set, the whole training state (model,
+      optimizer, early-stopping counters, best checkpoint, timings and every random stream)
+      is written there, atomically, after each validation; a later run of the same config
+      resumes from it and ends bit for bit where an uninterrupted run would (see :meth:`fit`).
+
     It also records what benchmarks need: seconds per training epoch (``epoch_seconds``),
     seconds of the last evaluation (``eval_seconds``) and per-user metric values
     (:meth:`per_user_metrics`).
@@ -76,6 +88,7 @@ class CompatTrainerMixin:
             self.evaluator = RecordingEvaluator(config)
         self.epoch_seconds = []
         self.eval_seconds = None
+        self.resumed_at = []  # epochs this run resumed at (``training_state_file``)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         start = time.perf_counter()
@@ -84,6 +97,133 @@ class CompatTrainerMixin:
         )
         self.epoch_seconds.append(time.perf_counter() - start)
         return loss
+
+    def fit(
+        self,
+        train_data,
+        valid_data=None,
+        verbose=True,
+        saved=True,
+        show_progress=False,
+        callback_fn=None,
+    ):
+        """RecBole's ``fit``, resumable when the config names a ``training_state_file``.
+
+        The state is saved after every validation (RecBole's ``callback_fn`` point: the epoch
+        is trained, validated, early stopping updated and the best checkpoint written). If the
+        file exists when training starts, training continues after its epoch with every random
+        stream restored, or, if that run had already stopped, is not repeated at all.
+        """
+        state_file = self.config["training_state_file"]
+        if not state_file:
+            return super().fit(
+                train_data, valid_data, verbose, saved, show_progress, callback_fn=callback_fn
+            )
+        if not self.config["single_spec"]:
+            raise ValueError(
+                "training_state_file: resumable training runs in one process only; "
+                "drop it or train without nproc/world_size > 1"
+            )
+        if os.path.exists(state_file):
+            finished = self._restore_training_state(state_file, train_data)
+            self.resumed_at.append(self.start_epoch)
+            if finished:
+                self.logger.info(f"{state_file}: training had finished; not repeated")
+                return self.best_valid_score, self.best_valid_result
+            self.logger.info(f"{state_file}: resuming training at epoch {self.start_epoch}")
+
+        def save_state(epoch_idx, valid_score):
+            if callback_fn:
+                callback_fn(epoch_idx, valid_score)
+            self._save_training_state(state_file, epoch_idx, train_data)
+
+        return super().fit(
+            train_data, valid_data, verbose, saved, show_progress, callback_fn=save_state
+        )
+
+    def _run_identity(self):
+        """A digest of what this run computes (the config without where/how-verbose keys)."""
+        from recbole_llm.benchmark import VOLATILE_KEYS
+
+        config = {
+            k: v
+            for k, v in self.config.final_config_dict.items()
+            if k not in VOLATILE_KEYS and k != "training_state_file"
+        }
+        canonical = json.dumps(config, sort_keys=True, default=str)
+        return hashlib.sha256(canonical.encode()).hexdigest()
+
+    def _save_training_state(self, state_file, epoch_idx, train_data):
+        best = None
+        if os.path.exists(self.saved_model_file):
+            with open(self.saved_model_file, "rb") as f:
+                best = f.read()
+        generator = getattr(train_data, "generator", None)
+        state = {
+            "identity": self._run_identity(),
+            "epoch": epoch_idx,
+            "finished": self.cur_step > self.stopping_step or epoch_idx + 1 >= self.epochs,
+            "cur_step": self.cur_step,
+            "best_valid_score": self.best_valid_score,
+            "best_valid_result": self.best_valid_result,
+            "train_loss_dict": self.train_loss_dict,
+            "epoch_seconds": self.epoch_seconds,
+            "resumed_at": self.resumed_at,
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+            "best_checkpoint": best,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+                "numpy": np.random.get_state(),
+                "python": random.getstate(),
+                "loader": generator.get_state() if generator is not None else None,
+            },
+        }
+        folder = os.path.dirname(os.path.abspath(state_file))
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".training-state.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                torch.save(state, f, pickle_protocol=4)
+            os.replace(tmp, state_file)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    def _restore_training_state(self, state_file, train_data):
+        """Load a state written by :meth:`_save_training_state`; True if training had ended."""
+        state = load_checkpoint(state_file, map_location="cpu")  # RNG states stay on the CPU
+        if state.get("identity") != self._run_identity():
+            raise ValueError(
+                f"training_state_file '{state_file}' was written by a run with a different "
+                "config; delete it to start afresh, or point training_state_file elsewhere"
+            )
+        self.start_epoch = state["epoch"] + 1
+        self.cur_step = state["cur_step"]
+        self.best_valid_score = state["best_valid_score"]
+        self.best_valid_result = state["best_valid_result"]
+        self.train_loss_dict = state["train_loss_dict"]
+        self.epoch_seconds = list(state["epoch_seconds"])
+        self.resumed_at = list(state["resumed_at"])
+        self.model.load_state_dict(state["state_dict"])
+        self.model.load_other_parameter(state.get("other_parameter"))
+        self.optimizer.load_state_dict(state["optimizer"])
+        if state["best_checkpoint"] is not None:
+            with open(self.saved_model_file, "wb") as f:
+                f.write(state["best_checkpoint"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        if rng["cuda"] is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])
+        np.random.set_state(rng["numpy"])
+        random.setstate(rng["python"])
+        generator = getattr(train_data, "generator", None)
+        if rng["loader"] is not None and generator is not None:
+            generator.set_state(rng["loader"])
+        return state["finished"]
 
     def per_user_metrics(self):
         """Per-user values of the top-k metrics of the last evaluation (see RecordingEvaluator)."""

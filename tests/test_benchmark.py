@@ -48,13 +48,17 @@ def tiny_suite(tmp_path, synthetic_root):
     return str(path)
 
 
-def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path):
+def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path, private_cache):
     suite = benchmark.load_suite(tiny_suite)
     logs = []
     rows = benchmark.run_suite(suite, log=logs.append)
     assert len(rows) == 3, "Pop on seeds 1 and 2, SASRec-fast on its own seed 1 only"
     row = rows[("SASRec-fast", 1)]
     assert row["status"] == "ok" and row["epochs"] == 1 and row["seconds_per_epoch"] > 0
+    assert row["resumed_at"] == [] and "training_state_file" not in row["config"]
+    spec = benchmark.run_spec(suite, suite["runs"][1], 1)
+    assert benchmark.state_path(spec).startswith(os.path.join(private_cache, "runs"))
+    assert not os.listdir(os.path.join(private_cache, "runs")), "states go once rows are written"
     assert row["config"]["learning_rate"] == 0.01 and row["config"]["seed"] == 1
     per_user = np.array(row["per_user_test"]["ndcg@10"])
     assert len(per_user) == len(row["users"]) == 60
