@@ -293,10 +293,11 @@ def write_row(path, row):
     atomic_write(path, lambda f: json.dump(row, f, indent=1, sort_keys=True))
 
 
-def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=None):
-    """Run every (run, seed) of a suite that has no results row yet; returns the rows."""
+def suite_specs(suite, only=None, seeds=None):
+    """The specs of a suite's (run, seed) pairs, seed by seed (so that a partial suite already
+    compares every row), restricted to labels or models in ``only`` and to ``seeds``."""
     all_seeds = list(dict.fromkeys(suite["seeds"] + [s for e in suite["runs"] for s in e["seeds"]]))
-    specs = [  # seed by seed, so that a partial suite already compares every row
+    specs = [
         run_spec(suite, entry, seed)
         for seed in all_seeds
         for entry in suite["runs"]
@@ -306,6 +307,39 @@ def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=N
         specs = [s for s in specs if s["label"] in only or s["model"] in only]
     if seeds:
         specs = [s for s in specs if s["seed"] in seeds]
+    return specs
+
+
+def suite_status(suite, only=None, seeds=None):
+    """One line per (run, seed): done (with its result and time), partial (running or
+    interrupted: the epochs its saved training state holds) or to do."""
+    from recbole_llm.compat import load_checkpoint
+
+    metric, split = suite["report"]["compare_metric"], suite["report"]["split"]
+    lines = []
+    for spec in suite_specs(suite, only, seeds):
+        name = f"{spec['label']} seed {spec['seed']} ({spec['hash']})"
+        if os.path.exists(row_path(suite, spec)):
+            with open(row_path(suite, spec), encoding="utf-8") as f:
+                row = json.load(f)
+            lines.append(
+                f"done         {name}: {split} {metric} {row[split].get(metric)}, "
+                f"{row['epochs']} epochs x {row['seconds_per_epoch']:.1f} s"
+            )
+        elif os.path.exists(state_path(spec)):
+            state = load_checkpoint(state_path(spec), map_location="cpu")
+            lines.append(
+                f"partial      {name}: {state['epoch'] + 1} epochs trained "
+                f"({sum(state['epoch_seconds']) / 60:.0f} min); a rerun resumes there"
+            )
+        else:
+            lines.append(f"to do        {name}")
+    return lines
+
+
+def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=None):
+    """Run every (run, seed) of a suite that has no results row yet; returns the rows."""
+    specs = suite_specs(suite, only, seeds)
     todo = [s for s in specs if not os.path.exists(row_path(suite, s))]
     log(f"suite {suite['name']}: {len(specs)} runs, {len(specs) - len(todo)} already done")
     if data_path is None and "data_path" not in shared_config(suite):
@@ -578,11 +612,19 @@ def main(argv=None):
     parser.add_argument("--seeds", nargs="*", type=int, help="run only these seeds")
     parser.add_argument("--report-only", action="store_true", help="write the report, run nothing")
     parser.add_argument(
+        "--status",
+        action="store_true",
+        help="list done, partial and remaining runs; run nothing",
+    )
+    parser.add_argument(
         "--data_path", default=None, help="data root (default: the suite's, else ./dataset)"
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
     args = parser.parse_args(argv)
     suite = load_suite(args.suite)
+    if args.status:
+        print("\n".join(suite_status(suite, only=args.only, seeds=args.seeds)))
+        return
     if args.report_only:
         rows = load_rows(suite)
     else:

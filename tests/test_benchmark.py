@@ -84,6 +84,22 @@ def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path, private_cache):
     assert len(benchmark.run_suite(suite, seeds=[2], log=logs.append)) == 2
     assert "1 runs, 1 already done" in logs[0]
 
+    # a run that stopped after its last validation, before its row (SASRec-fast's row is still
+    # missing): the rerun resumes from its training state instead of training again, and the
+    # state goes once the row is written
+    spec = benchmark.run_spec(suite, suite["runs"][1], 1)
+    assert benchmark.suite_status(suite)[1] == f"to do        SASRec-fast seed 1 ({spec['hash']})"
+    benchmark.execute(spec, workdir=str(tmp_path / "interrupted"))
+    status = benchmark.suite_status(suite)
+    assert sum(line.startswith("done") for line in status) == 2
+    assert [line for line in status if line.startswith("partial")] == [
+        f"partial      SASRec-fast seed 1 ({spec['hash']}): 1 epochs trained (0 min); "
+        "a rerun resumes there"
+    ]
+    resumed = benchmark.run_suite(suite, log=lambda *_: None)[("SASRec-fast", 1)]
+    assert resumed["resumed_at"] == [1] and resumed["test"] == row["test"]
+    assert not os.path.exists(benchmark.state_path(spec))
+
     # a changed shared key is a new run identity
     changed = dict(suite, config={"learning_rate": 0.002})
     assert benchmark.run_spec(changed, suite["runs"][0], 1)["hash"] != row_hash(suite, "Pop", 1)
