@@ -10,7 +10,6 @@ import inspect
 import json
 import os
 import random
-import tempfile
 import time
 
 import numpy as np
@@ -21,6 +20,7 @@ from recbole.trainer import Trainer
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_llm.compat import load_checkpoint
+from recbole_llm.data.prepare import atomic_write
 
 
 class RecordingEvaluator(Evaluator):
@@ -148,7 +148,7 @@ class CompatTrainerMixin:
         config = {
             k: v
             for k, v in self.config.final_config_dict.items()
-            if k not in VOLATILE_KEYS and k != "training_state_file"
+            if k not in VOLATILE_KEYS  # training_state_file among them
         }
         canonical = json.dumps(config, sort_keys=True, default=str)
         return hashlib.sha256(canonical.encode()).hexdigest()
@@ -181,17 +181,7 @@ class CompatTrainerMixin:
                 "loader": generator.get_state() if generator is not None else None,
             },
         }
-        folder = os.path.dirname(os.path.abspath(state_file))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".training-state.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(state, f, pickle_protocol=4)
-            os.replace(tmp, state_file)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.remove(tmp)
-            raise
+        atomic_write(state_file, lambda f: torch.save(state, f, pickle_protocol=4), binary=True)
 
     def _restore_training_state(self, state_file, train_data):
         """Load a state written by :meth:`_save_training_state`; True if training had ended."""

@@ -39,8 +39,9 @@ def package_dir(package):
     return list(spec.submodule_search_locations)[0]
 
 
-def atomic_write(path, write):
-    """Call ``write(file_object)`` on a temporary file, then rename it to ``path``.
+def atomic_write(path, write, binary=False):
+    """Call ``write(file_object)`` on a temporary file (text, or bytes with ``binary``), then
+    rename it to ``path``.
 
     The file gets the permissions of a plainly created one (the umask's, not mkstemp's 0600).
     """
@@ -48,7 +49,9 @@ def atomic_write(path, write):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+        with (
+            os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
+        ) as f:
             write(f)
         umask = os.umask(0)
         os.umask(umask)
