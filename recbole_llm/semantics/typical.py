@@ -10,7 +10,8 @@ exemplars). Both methods aim at a share of users (``typical_ratio``, default 5 %
   transfer across encoders (with normalised MiniLM vectors it yields a handful of clusters), so
   the preference is searched over quantiles of the similarities until the cluster count lands
   near the target. AP needs O(n^2) memory: past ``ap_max_users`` users it runs on a random
-  sample and assigns the others to the nearest exemplar, and says so.
+  sample, still aiming at ``typical_ratio`` of *all* users, and assigns the others to the
+  nearest exemplar, and says so.
 """
 
 import warnings
@@ -135,9 +136,9 @@ def select_typical_users(
                 "(ap_max_users); the others join their nearest exemplar."
             )
             details["ap_sample"] = int(max_ap_users)
-        found, quantile = ap_typical(
-            vectors[sample], target_clusters(len(sample), typical_ratio), seed
-        )
+        # the share is of all users, not of the sample: a sample of 3,000 of ml-1m's 6,040
+        # users must still give about 5 % of 6,040 typical users
+        found, quantile = ap_typical(vectors[sample], min(n_clusters, len(sample)), seed)
         if not found:
             getLogger().warning("Affinity propagation found no exemplars; using k-means instead.")
             exemplars, method = kmeans_typical(vectors, n_clusters, seed), "kmeans"
