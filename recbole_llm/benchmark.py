@@ -34,6 +34,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -278,6 +279,40 @@ def state_path(spec):
     return os.path.join(cache_root(), "runs", name)
 
 
+def worker_log_path(spec):
+    """Where a run's worker writes its output (RecBole's log lines), beside its state."""
+    return state_path(spec)[: -len(".state.pth")] + ".log"
+
+
+def _run_worker(command, workdir, env, output, timeout):
+    """Run a worker process with its output appended to ``output``; its exit status.
+
+    However the runner stops (a timeout, Ctrl-C, ``kill``: see :func:`main`), the worker is
+    stopped with it rather than left training on its own; its state file keeps every
+    validated epoch for the next run.
+    """
+    os.makedirs(os.path.dirname(output), exist_ok=True)
+    with open(output, "a", encoding="utf-8") as out:
+        out.write(f"=== worker started {time.strftime('%Y-%m-%d %H:%M:%S')} ===\n")
+        out.flush()
+        proc = subprocess.Popen(command, cwd=workdir, env=env, stdout=out, stderr=out)
+        try:
+            return proc.wait(timeout=timeout)
+        except BaseException:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+
+
+def _tail(path, chars):
+    with open(path, encoding="utf-8", errors="replace") as f:
+        return f.read()[-chars:]
+
+
 def _worker_main(spec_file, out_file, data_path):
     with open(spec_file, encoding="utf-8") as f:
         spec = json.load(f)
@@ -348,38 +383,33 @@ def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=N
     env = dict(os.environ, PYTHONPATH=repo + os.pathsep + os.environ.get("PYTHONPATH", ""))
     started = time.time()
     for index, spec in enumerate(todo, 1):
-        log(f"[{index}/{len(todo)}] {spec['label']} seed {spec['seed']} ({spec['hash']}) ...")
+        output = worker_log_path(spec)
+        log(
+            f"[{index}/{len(todo)}] {spec['label']} seed {spec['seed']} ({spec['hash']}) ... "
+            f"(its output: {output})"
+        )
         run_start = time.time()
         with tempfile.TemporaryDirectory(prefix="recbole-llm-run-") as workdir:
             spec_file = os.path.join(workdir, "spec.json")
             out_file = os.path.join(workdir, "row.json")
             with open(spec_file, "w", encoding="utf-8") as f:
                 json.dump(spec, f)
-            proc = subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "recbole_llm.benchmark",
-                    "--worker",
-                    spec_file,
-                    out_file,
-                    data_path or "",
-                ],
-                cwd=workdir,
-                env=env,
-                capture_output=True,
-                text=True,
-                timeout=timeout,
+            command = [sys.executable, "-m", "recbole_llm.benchmark", "--worker"]
+            returncode = _run_worker(
+                command + [spec_file, out_file, data_path or ""], workdir, env, output, timeout
             )
-            if proc.returncode != 0 or not os.path.exists(out_file):
-                tail = (proc.stdout + proc.stderr)[-2000:]
-                log(f"    FAILED (exit {proc.returncode}); not recorded, rerun to retry:\n{tail}")
+            if returncode != 0 or not os.path.exists(out_file):
+                log(
+                    f"    FAILED (exit {returncode}); not recorded, rerun to retry:\n"
+                    f"{_tail(output, 2000)}"
+                )
                 continue
             with open(out_file, encoding="utf-8") as f:
                 row = json.load(f)
         write_row(row_path(suite, spec), row)
-        if os.path.exists(state_path(spec)):
-            os.remove(state_path(spec))
+        for leftover in (state_path(spec), state_path(spec) + ".lock", output):
+            if os.path.exists(leftover):
+                os.remove(leftover)
         elapsed = time.time() - started
         eta = elapsed / index * (len(todo) - index)
         metric, split = suite["report"]["compare_metric"], suite["report"]["split"]
@@ -629,9 +659,14 @@ def main(argv=None):
         rows = load_rows(suite)
     else:
         data_path = os.path.abspath(args.data_path) if args.data_path else None
-        rows = run_suite(
-            suite, data_path=data_path, only=args.only, timeout=args.timeout, seeds=args.seeds
-        )
+        # `kill` (SIGTERM) ends the runner as Ctrl-C does, so that it stops its worker too
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
+        try:
+            rows = run_suite(
+                suite, data_path=data_path, only=args.only, timeout=args.timeout, seeds=args.seeds
+            )
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     path, text = write_report(suite, rows)
     print(text)
     if path:

@@ -5,6 +5,7 @@ model of ours) picks, so every model trained through our entry points gets the s
 nothing outside those trainers is patched.
 """
 
+import contextlib
 import hashlib
 import inspect
 import json
@@ -21,6 +22,40 @@ from torch.nn.parallel import DistributedDataParallel
 
 from recbole_llm.compat import load_checkpoint
 from recbole_llm.data.prepare import atomic_write
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock, one run per state file is then up to the user
+    fcntl = None
+
+
+@contextlib.contextmanager
+def state_lock(state_file):
+    """Hold ``<state_file>.lock`` exclusively while a run trains from ``state_file``.
+
+    Two processes training one state would overwrite each other's progress (a benchmark rerun
+    while an orphaned worker still trains, say); the second one fails at once instead, naming
+    the first one's process id. The lock is the kernel's (``flock``), so it ends with its
+    process however that ends; the small file stays.
+    """
+    if fcntl is None:
+        yield
+        return
+    with open(state_file + ".lock", "a+", encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            raise RuntimeError(
+                f"training_state_file '{state_file}' is in use by another running process "
+                f"(pid {f.read().strip() or 'unknown'}); wait for it to finish or stop it, "
+                "then run again"
+            ) from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield  # closing the file releases the lock
 
 
 class RecordingEvaluator(Evaluator):
@@ -124,22 +159,23 @@ class CompatTrainerMixin:
                 "training_state_file: resumable training runs in one process only; "
                 "drop it or train without nproc/world_size > 1"
             )
-        if os.path.exists(state_file):
-            finished = self._restore_training_state(state_file, train_data)
-            self.resumed_at.append(self.start_epoch)
-            if finished:
-                self.logger.info(f"{state_file}: training had finished; not repeated")
-                return self.best_valid_score, self.best_valid_result
-            self.logger.info(f"{state_file}: resuming training at epoch {self.start_epoch}")
+        with state_lock(state_file):
+            if os.path.exists(state_file):
+                finished = self._restore_training_state(state_file, train_data)
+                self.resumed_at.append(self.start_epoch)
+                if finished:
+                    self.logger.info(f"{state_file}: training had finished; not repeated")
+                    return self.best_valid_score, self.best_valid_result
+                self.logger.info(f"{state_file}: resuming training at epoch {self.start_epoch}")
 
-        def save_state(epoch_idx, valid_score):
-            if callback_fn:
-                callback_fn(epoch_idx, valid_score)
-            self._save_training_state(state_file, epoch_idx, train_data)
+            def save_state(epoch_idx, valid_score):
+                if callback_fn:
+                    callback_fn(epoch_idx, valid_score)
+                self._save_training_state(state_file, epoch_idx, train_data)
 
-        return super().fit(
-            train_data, valid_data, verbose, saved, show_progress, callback_fn=save_state
-        )
+            return super().fit(
+                train_data, valid_data, verbose, saved, show_progress, callback_fn=save_state
+            )
 
     def _run_identity(self):
         """A digest of what this run computes (the config without where/how-verbose keys)."""

@@ -2,6 +2,10 @@
 
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
@@ -112,6 +116,42 @@ def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path, private_cache):
     with open(os.path.join(os.path.dirname(path), "tiny.png"), "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n", "the bar chart is written beside the report"
     assert "![test ndcg@10 by model](tiny.png)" in text
+
+
+def test_a_killed_runner_stops_its_worker(tiny_suite, private_cache):
+    """`kill` on the runner stops the run it started (no orphan left training); the worker's
+    output is in its log, and its validated epochs stay in its state for the next run."""
+    with open(tiny_suite, encoding="utf-8") as f:
+        raw = yaml.safe_load(f)
+    raw["config"] = {"epochs": 500, "stopping_step": 500}  # long enough to be caught training
+    raw["runs"], raw["comparisons"] = raw["runs"][1:], []
+    with open(tiny_suite, "w", encoding="utf-8") as f:
+        yaml.safe_dump(raw, f)
+    spec = benchmark.run_spec(benchmark.load_suite(tiny_suite), raw["runs"][0], 1)
+    lock = benchmark.state_path(spec) + ".lock"
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "recbole_llm.benchmark", tiny_suite],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=dict(os.environ, RECBOLE_LLM_CACHE=private_cache),
+    )
+    try:
+        deadline = time.time() + 240
+        while not (os.path.exists(benchmark.state_path(spec)) and os.path.getsize(lock)):
+            assert runner.poll() is None and time.time() < deadline, "the worker never trained"
+            time.sleep(0.2)
+        with open(lock, encoding="utf-8") as f:
+            worker = int(f.read())
+        runner.send_signal(signal.SIGTERM)
+        assert runner.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        runner.kill()
+        runner.wait()
+    with pytest.raises(ProcessLookupError):
+        os.kill(worker, 0)  # the runner waited for it, so it is gone, not a zombie
+    with open(benchmark.worker_log_path(spec), encoding="utf-8") as f:
+        assert "=== worker started" in f.read()
+    assert benchmark.suite_status(benchmark.load_suite(tiny_suite))[0].startswith("partial")
 
 
 def row_hash(suite, label, seed):

@@ -2,6 +2,8 @@
 does; a finished state is not retrained; a state from another config is refused."""
 
 import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -88,3 +90,29 @@ def test_a_state_from_another_config_is_refused(fast_config, tmp_path):
     run("SASRec", dict(fast_config, training_state_file=state))
     with pytest.raises(ValueError, match="different config"):
         run("SASRec", dict(fast_config, training_state_file=state, learning_rate=0.01))
+
+
+def test_a_state_in_use_by_another_process_is_refused(fast_config, tmp_path):
+    """Two processes must not train one state: the second fails at once, naming the first."""
+    state = str(tmp_path / "state.pth")
+    hold = (
+        "import fcntl, os, sys, time\n"
+        "f = open(sys.argv[1], 'a+'); fcntl.flock(f, fcntl.LOCK_EX)\n"
+        "f.write(str(os.getpid())); f.flush(); print('held', flush=True); time.sleep(120)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", hold, state + ".lock"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(
+            RuntimeError, match=rf"in use by another running process \(pid {holder.pid}\)"
+        ):
+            run("SASRec", dict(fast_config, training_state_file=state))
+        assert not os.path.exists(state), "the refused run wrote nothing"
+    finally:
+        holder.kill()
+        holder.wait()
+    # the lock ends with its process: now the run trains and writes its state
+    run("SASRec", dict(fast_config, training_state_file=state))
+    assert os.path.exists(state)
