@@ -346,9 +346,11 @@ def suite_specs(suite, only=None, seeds=None):
 
 
 def suite_status(suite, only=None, seeds=None):
-    """One line per (run, seed): done (with its result and time), partial (running or
-    interrupted: the epochs its saved training state holds) or to do."""
+    """One line per (run, seed): done (with its result and time), partial (the epochs and best
+    validation score its saved training state holds; training now, or interrupted), started
+    (training, nothing validated yet) or to do."""
     from recbole_llm.compat import load_checkpoint
+    from recbole_llm.trainer import state_holder
 
     metric, split = suite["report"]["compare_metric"], suite["report"]["split"]
     lines = []
@@ -363,9 +365,17 @@ def suite_status(suite, only=None, seeds=None):
             )
         elif os.path.exists(state_path(spec)):
             state = load_checkpoint(state_path(spec), map_location="cpu")
+            holder = state_holder(state_path(spec))
             lines.append(
                 f"partial      {name}: {state['epoch'] + 1} epochs trained "
-                f"({sum(state['epoch_seconds']) / 60:.0f} min); a rerun resumes there"
+                f"({sum(state['epoch_seconds']) / 60:.0f} min, best valid "
+                f"{state['best_valid_score']:.4f}); "
+                + (f"training now (pid {holder})" if holder else "a rerun resumes there")
+            )
+        elif state_holder(state_path(spec)):
+            holder = state_holder(state_path(spec))
+            lines.append(
+                f"started      {name}: training now (pid {holder}), no epoch validated yet"
             )
         else:
             lines.append(f"to do        {name}")

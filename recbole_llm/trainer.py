@@ -41,6 +41,7 @@ def state_lock(state_file):
     if fcntl is None:
         yield
         return
+    os.makedirs(os.path.dirname(os.path.abspath(state_file)), exist_ok=True)
     with open(state_file + ".lock", "a+", encoding="utf-8") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -56,6 +57,19 @@ def state_lock(state_file):
         f.write(str(os.getpid()))
         f.flush()
         yield  # closing the file releases the lock
+
+
+def state_holder(state_file):
+    """The pid of the process training ``state_file`` now, or None if none is."""
+    lock = state_file + ".lock"
+    if fcntl is None or not os.path.exists(lock):
+        return None
+    with open(lock, encoding="utf-8") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return f.read().strip() or "unknown"
+    return None  # closing the file released the shared lock just taken
 
 
 class RecordingEvaluator(Evaluator):

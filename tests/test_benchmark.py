@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from recbole_llm import benchmark
+from recbole_llm.trainer import state_lock
 
 
 @pytest.fixture
@@ -97,8 +98,8 @@ def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path, private_cache):
     status = benchmark.suite_status(suite)
     assert sum(line.startswith("done") for line in status) == 2
     assert [line for line in status if line.startswith("partial")] == [
-        f"partial      SASRec-fast seed 1 ({spec['hash']}): 1 epochs trained (0 min); "
-        "a rerun resumes there"
+        f"partial      SASRec-fast seed 1 ({spec['hash']}): 1 epochs trained (0 min, best valid "
+        f"{row['valid']['ndcg@10']:.4f}); a rerun resumes there"
     ]
     resumed = benchmark.run_suite(suite, log=lambda *_: None)[("SASRec-fast", 1)]
     assert resumed["resumed_at"] == [1] and resumed["test"] == row["test"]
@@ -129,6 +130,11 @@ def test_a_killed_runner_stops_its_worker(tiny_suite, private_cache):
         yaml.safe_dump(raw, f)
     spec = benchmark.run_spec(benchmark.load_suite(tiny_suite), raw["runs"][0], 1)
     lock = benchmark.state_path(spec) + ".lock"
+    with state_lock(benchmark.state_path(spec)):  # as a worker holds it before its first epoch
+        assert benchmark.suite_status(benchmark.load_suite(tiny_suite)) == [
+            f"started      SASRec-fast seed 1 ({spec['hash']}): training now "
+            f"(pid {os.getpid()}), no epoch validated yet"
+        ]
     runner = subprocess.Popen(
         [sys.executable, "-m", "recbole_llm.benchmark", tiny_suite],
         stdout=subprocess.DEVNULL,
@@ -142,6 +148,8 @@ def test_a_killed_runner_stops_its_worker(tiny_suite, private_cache):
             time.sleep(0.2)
         with open(lock, encoding="utf-8") as f:
             worker = int(f.read())
+        status = benchmark.suite_status(benchmark.load_suite(tiny_suite))[0]
+        assert status.endswith(f"training now (pid {worker})")
         runner.send_signal(signal.SIGTERM)
         assert runner.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
@@ -151,7 +159,8 @@ def test_a_killed_runner_stops_its_worker(tiny_suite, private_cache):
         os.kill(worker, 0)  # the runner waited for it, so it is gone, not a zombie
     with open(benchmark.worker_log_path(spec), encoding="utf-8") as f:
         assert "=== worker started" in f.read()
-    assert benchmark.suite_status(benchmark.load_suite(tiny_suite))[0].startswith("partial")
+    status = benchmark.suite_status(benchmark.load_suite(tiny_suite))[0]
+    assert status.startswith("partial") and status.endswith("a rerun resumes there")
 
 
 def row_hash(suite, label, seed):
