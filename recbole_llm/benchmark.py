@@ -356,6 +356,7 @@ def suite_status(suite, only=None, seeds=None):
     lines = []
     for spec in suite_specs(suite, only, seeds):
         name = f"{spec['label']} seed {spec['seed']} ({spec['hash']})"
+        holder = state_holder(state_path(spec))  # the pid training this run now, if any
         if os.path.exists(row_path(suite, spec)):
             with open(row_path(suite, spec), encoding="utf-8") as f:
                 row = json.load(f)
@@ -365,15 +366,13 @@ def suite_status(suite, only=None, seeds=None):
             )
         elif os.path.exists(state_path(spec)):
             state = load_checkpoint(state_path(spec), map_location="cpu")
-            holder = state_holder(state_path(spec))
             lines.append(
                 f"partial      {name}: {state['epoch'] + 1} epochs trained "
                 f"({sum(state['epoch_seconds']) / 60:.0f} min, best valid "
                 f"{state['best_valid_score']:.4f}); "
                 + (f"training now (pid {holder})" if holder else "a rerun resumes there")
             )
-        elif state_holder(state_path(spec)):
-            holder = state_holder(state_path(spec))
+        elif holder:
             lines.append(
                 f"started      {name}: training now (pid {holder}), no epoch validated yet"
             )
@@ -384,6 +383,8 @@ def suite_status(suite, only=None, seeds=None):
 
 def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=None):
     """Run every (run, seed) of a suite that has no results row yet; returns the rows."""
+    from recbole_llm.trainer import lock_path
+
     specs = suite_specs(suite, only, seeds)
     todo = [s for s in specs if not os.path.exists(row_path(suite, s))]
     log(f"suite {suite['name']}: {len(specs)} runs, {len(specs) - len(todo)} already done")
@@ -417,7 +418,7 @@ def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=N
             with open(out_file, encoding="utf-8") as f:
                 row = json.load(f)
         write_row(row_path(suite, spec), row)
-        for leftover in (state_path(spec), state_path(spec) + ".lock", output):
+        for leftover in (state_path(spec), lock_path(state_path(spec)), output):
             if os.path.exists(leftover):
                 os.remove(leftover)
         elapsed = time.time() - started

@@ -29,6 +29,11 @@ except ImportError:  # not POSIX: no lock, one run per state file is then up to 
     fcntl = None
 
 
+def lock_path(state_file):
+    """The lock file beside a training state (see :func:`state_lock`)."""
+    return state_file + ".lock"
+
+
 @contextlib.contextmanager
 def state_lock(state_file):
     """Hold ``<state_file>.lock`` exclusively while a run trains from ``state_file``.
@@ -42,7 +47,7 @@ def state_lock(state_file):
         yield
         return
     os.makedirs(os.path.dirname(os.path.abspath(state_file)), exist_ok=True)
-    with open(state_file + ".lock", "a+", encoding="utf-8") as f:
+    with open(lock_path(state_file), "a+", encoding="utf-8") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -61,7 +66,7 @@ def state_lock(state_file):
 
 def state_holder(state_file):
     """The pid of the process training ``state_file`` now, or None if none is."""
-    lock = state_file + ".lock"
+    lock = lock_path(state_file)
     if fcntl is None or not os.path.exists(lock):
         return None
     with open(lock, encoding="utf-8") as f:
