@@ -146,21 +146,33 @@ def test_openai_key_comes_from_the_named_variable_and_is_never_logged(
 def test_cached_generator_makes_no_second_call(server, tmp_path):
     cache = ReplyCache(str(tmp_path / "replies.jsonl"))
     generator = CachedGenerator(
-        lambda: backend(server, "ok"), "served:ok", cache, DECODING, progress=False
+        lambda: backend(server, "ok"),
+        "served:ok",
+        cache,
+        DECODING,
+        progress=False,
+        backend_name="openai",
     )
     requests = [messages(f"prompt {i}") for i in range(5)]
     first, stats = generator.run(requests, batch_size=2)
     assert stats.calls == 5 and len(server.requests) == 5
+    assert stats.replies_by_backend == {"openai": 5}
+    # a run configured with another backend is served from the cache, and its statistics
+    # still say which backend made the replies; a reply cached without one is "unrecorded"
+    with open(tmp_path / "replies.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps({"key": generator.keys([messages("old")])[0], "text": "x"}) + "\n")
     again = CachedGenerator(
         lambda: pytest.fail("the backend is not even loaded"),
         "served:ok",
         ReplyCache(str(tmp_path / "replies.jsonl")),
         DECODING,
         progress=False,
+        backend_name="transformers",
     )
-    second, stats = again.run(requests, batch_size=2)
-    assert stats.calls == 0 and stats.cached == 5 and len(server.requests) == 5
-    assert [r.text for r in first] == [r.text for r in second]
+    second, stats = again.run(requests + [messages("old")], batch_size=2)
+    assert stats.calls == 0 and stats.cached == 6 and len(server.requests) == 5
+    assert [r.text for r in first] == [r.text for r in second[:5]]
+    assert stats.replies_by_backend == {"openai": 5, "unrecorded": 1}
     refreshed, stats = CachedGenerator(
         lambda: backend(server, "ok"), "served:ok", cache, DECODING, refresh=True, progress=False
     ).run(requests, batch_size=2)

@@ -24,7 +24,7 @@ import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from logging import getLogger
 
 from recbole_llm import assets
@@ -32,6 +32,7 @@ from recbole_llm.semantics.cache import ReplyCache, request_key
 
 DEFAULT_LLM = "SmolLM2-135M-Instruct"
 BACKENDS = ("transformers", "openai", "llama_cpp")
+UNRECORDED_BACKEND = "unrecorded"  # replies cached before the cache recorded backends
 
 
 class LLMError(RuntimeError):
@@ -71,6 +72,7 @@ class Generation:
     completion_tokens: int = 0
     seconds: float = 0.0
     error: str = None
+    backend: str = None  # the backend that made it (set by CachedGenerator)
 
 
 def resolve_local_model(name):
@@ -409,6 +411,9 @@ class GenerationStats:
     total_prompt_tokens: int = 0
     total_completion_tokens: int = 0
     total_seconds: float = 0.0
+    # which backend made each reply used ("unrecorded" for replies cached before backends were
+    # recorded): a cached reply may come from another backend running the same weights
+    replies_by_backend: dict = field(default_factory=dict)
 
     def as_dict(self):
         return dict(self.__dict__)
@@ -420,6 +425,7 @@ def _from_cache(entry):
         entry.get("prompt_tokens", 0),
         entry.get("completion_tokens", 0),
         entry.get("seconds", 0.0),
+        backend=entry.get("backend", UNRECORDED_BACKEND),
     )
 
 
@@ -437,8 +443,18 @@ class CachedGenerator:
     raises :class:`ShardDone`.
     """
 
-    def __init__(self, backend_factory, identity, cache, decoding, refresh=False, progress=True):
+    def __init__(
+        self,
+        backend_factory,
+        identity,
+        cache,
+        decoding,
+        refresh=False,
+        progress=True,
+        backend_name=UNRECORDED_BACKEND,
+    ):
         self._backend_factory = backend_factory
+        self.backend_name = backend_name
         self._backend = None
         self._lock = threading.Lock()
         self.identity = identity
@@ -502,6 +518,7 @@ class CachedGenerator:
             replies = self.backend.generate([requests[i] for i in batch], self.decoding)
             entries = []
             for i, reply in zip(batch, replies):
+                reply.backend = self.backend_name
                 results[i] = reply
                 stats.calls += 1
                 if reply.error:
@@ -514,6 +531,7 @@ class CachedGenerator:
                     {
                         "key": keys[i],
                         "model": self.identity,
+                        "backend": self.backend_name,
                         "text": reply.text,
                         "prompt_tokens": reply.prompt_tokens,
                         "completion_tokens": reply.completion_tokens,
@@ -530,6 +548,8 @@ class CachedGenerator:
                 stats.total_prompt_tokens += reply.prompt_tokens
                 stats.total_completion_tokens += reply.completion_tokens
                 stats.total_seconds += reply.seconds
+                by_backend = stats.replies_by_backend
+                by_backend[reply.backend] = by_backend.get(reply.backend, 0) + 1
         stats.cached = stats.requests - stats.calls
         if shard is not None and any(reply is None for reply in results):
             self.cache.reload()  # the other shards may have finished meanwhile

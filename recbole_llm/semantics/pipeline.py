@@ -142,6 +142,7 @@ def _generator(config, kind, refresh):
         decoding,
         refresh=refresh,
         progress=config["show_progress"] is not False,
+        backend_name=config["llm_backend"],
     )
 
 
