@@ -208,6 +208,9 @@ def test_validation_names_the_file_and_what_to_do(semantic_config):
     changed = eimf_config(semantic_config, typical_ratio=0.2)
     with pytest.raises(SemanticsError, match=r"other settings \(typical_ratio\)"):
         files.read_manifest(changed, "eimf", settings(changed, "eimf"), "cmd")
+    # another backend running the same weights reads the same files (as it reads the replies)
+    llama = eimf_config(semantic_config, llm_backend="llama_cpp")
+    files.read_manifest(llama, "eimf", settings(llama, "eimf"), "cmd")
 
     with open(os.path.join(config["data_path"], "synth.inter"), "a", encoding="utf-8") as f:
         f.write("1\t2\t5\t1999999999\n")

@@ -30,9 +30,11 @@ from recbole_llm.semantics.text import category_words, item_texts
 KINDS = ("eimf", "llm4sbr")
 
 #: Config keys that change what each pipeline produces (besides the input files' hashes).
+#: Not ``llm_backend``: the LLM enters as its identity (``llm_identity``: the weights' hash or
+#: the served name), as in the reply cache, so files made with llama.cpp serve a transformers
+#: run of the same weights instead of counting as stale.
 COMMON_KEYS = [
     "text_fields",
-    "llm_backend",
     "llm_model",
     "llm_max_new_tokens",
     "llm_repetition_penalty",
