@@ -484,7 +484,17 @@ def compare(rows, label_a, label_b, seeds, metric):
         "relative": mean / base if base else None,
         "users": len(deltas),
         "seeds": common,
+        "epoch_ratio": _time_ratio(rows, label_a, label_b, common, "seconds_per_epoch"),
+        "test_time_ratio": _time_ratio(rows, label_a, label_b, common, "test_eval_seconds"),
     }
+
+
+def _time_ratio(rows, label_a, label_b, seeds, key):
+    """A's mean ``key`` (seconds) over B's on the same seeds; None if a row lacks it."""
+    times = [[rows[(label, s)].get(key) for s in seeds] for label in (label_a, label_b)]
+    if any(t is None for side in times for t in side) or not np.mean(times[1]):
+        return None
+    return float(np.mean(times[0]) / np.mean(times[1]))
 
 
 def entry_rows(rows, entry):
@@ -542,24 +552,31 @@ def render_report(suite, rows, chart=None):
         lines += [
             "",
             f"Paired per-user bootstrap (2,000 resamples) of the test {metric} difference A − B, "
-            "each user's difference averaged over seeds:",
+            "each user's difference averaged over seeds. Time A / B: A's seconds per training "
+            "epoch and for the test evaluation over B's, on the same seeds (runs may have shared "
+            "the CPU; `benchmarks/bench_model_speed.py` measures the ratios on an idle one):",
             "",
-            "| A | B | A − B | relative | 95 % interval | users | seeds |",
-            "|---|---|---:|---:|---|---:|---|",
+            "| A | B | A − B | relative | 95 % interval | users | seeds | epoch time A / B "
+            "| test time A / B |",
+            "|---|---|---:|---:|---|---:|---|---:|---:|",
         ]
         for label_a, label_b in suite["comparisons"]:
             result = compare(rows, label_a, label_b, seeds, metric)
             if result is None:
-                lines.append(f"| {label_a} | {label_b} | - | - | - | - | - |")
+                lines.append(f"| {label_a} | {label_b} | - | - | - | - | - | - | - |")
                 continue
             relative = (
                 f"{100 * result['relative']:+.1f} %" if result["relative"] is not None else "-"
             )
+            ratios = [
+                f"{ratio:.2f}x" if ratio is not None else "-"
+                for ratio in (result["epoch_ratio"], result["test_time_ratio"])
+            ]
             lines.append(
                 f"| {label_a} | {label_b} | {result['mean']:+.4f} | {relative} | "
                 f"[{result['low']:+.4f}, {result['high']:+.4f}] | {result['users']} | "
                 + ", ".join(str(seed) for seed in result["seeds"])
-                + " |"
+                + f" | {ratios[0]} | {ratios[1]} |"
             )
     lines += [
         "",

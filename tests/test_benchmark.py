@@ -223,28 +223,41 @@ def test_a_validation_report_shows_no_test_result(tmp_path):
             benchmark.load_suite(str(path))
 
 
-def test_paired_bootstrap_and_comparison_from_known_rows():
+def test_paired_bootstrap_and_comparison_from_known_rows(tmp_path):
     assert benchmark.paired_bootstrap([0.1] * 50) == pytest.approx((0.1, 0.1, 0.1))
     mean, low, high = benchmark.paired_bootstrap(np.linspace(-1, 3, 401))
     assert mean == pytest.approx(1.0) and low < 1.0 < high and high - low < 0.5
 
-    def row(values, users):
+    def row(values, users, epoch=10.0, test_time=2.0):
         return {
             "per_user_test": {"ndcg@10": values},
             "users": users,
             "test": {"ndcg@10": np.mean(values)},
+            "seconds_per_epoch": epoch,
+            "test_eval_seconds": test_time,
         }
 
     rows = {
-        ("A", 1): row([0.5, 0.4, 0.3], ["u1", "u2", "u3"]),
+        ("A", 1): row([0.5, 0.4, 0.3], ["u1", "u2", "u3"], epoch=12.0, test_time=2.0),
         ("B", 1): row([0.2, 0.4, 0.1], ["u3", "u2", "u1"]),  # other order: paired by user id
-        ("A", 2): row([0.6, 0.4, 0.3], ["u1", "u2", "u3"]),
+        ("A", 2): row([0.6, 0.4, 0.3], ["u1", "u2", "u3"], epoch=18.0, test_time=3.0),
         ("B", 2): row([0.3, 0.3, 0.1], ["u1", "u2", "u3"]),
     }
     result = benchmark.compare(rows, "A", "B", [1, 2], "ndcg@10")
     # per-user deltas: u1 (0.4, 0.3), u2 (0.0, 0.1), u3 (0.1, 0.2) -> means 0.35, 0.05, 0.15
     assert result["mean"] == pytest.approx((0.35 + 0.05 + 0.15) / 3)
     assert result["users"] == 3
+    # time ratios: A's mean seconds over B's on the same seeds
+    assert result["epoch_ratio"] == pytest.approx(15.0 / 10.0)
+    assert result["test_time_ratio"] == pytest.approx(2.5 / 2.0)
+    path = tmp_path / "pair.yaml"
+    report = {"output": "pair.md", "metrics": ["ndcg"], "topk": [10], "compare_metric": "ndcg@10"}
+    suite = {"name": "pair", "dataset": "d", "seeds": [1, 2], "runs": ["A", "B"], "report": report}
+    path.write_text(yaml.safe_dump(dict(suite, comparisons=[["A", "B"]])))
+    for value in rows.values():
+        value["epochs"] = 3
+    text = benchmark.render_report(benchmark.load_suite(str(path)), rows)
+    assert "| A | B | +0.1833 | +78.6 % |" in text and "| 1, 2 | 1.50x | 1.25x |" in text
     assert benchmark.compare(rows, "A", "C", [1, 2], "ndcg@10") is None
     # B ran on a seed A did not: the relative change is against B on the common seed only
     rows[("B", 3)] = row([0.9, 0.9, 0.9], ["u1", "u2", "u3"])
