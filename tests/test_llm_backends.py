@@ -380,6 +380,24 @@ def test_sharded_semantic_step_writes_files_only_when_complete(server, semantic_
     assert len(server.requests) == calls and manifest["generation"]["calls"] == 0
 
 
+def test_a_missing_reply_file_is_an_error_not_an_empty_cache(tmp_path):
+    from recbole_llm.semantics.llm import reply_cache
+
+    config = {
+        "semantics_cache_dir": str(tmp_path),
+        "llm_reply_files": ["shipped:ml-1m.replies.json"],
+    }
+    with pytest.raises(
+        LLMError, match=r"'shipped:ml-1m.replies.json' is not a file.*shipped:ml-1m"
+    ):
+        reply_cache(config)
+    config["llm_reply_files"] = [str(tmp_path / "nowhere.jsonl")]
+    with pytest.raises(LLMError, match="nowhere.jsonl' is not a file"):
+        reply_cache(config)
+    config["llm_reply_files"] = ["shipped:ml-1m.replies.jsonl"]
+    assert len(reply_cache(config)) == 297
+
+
 def test_cache_identity_is_the_weights_not_the_backend(tiny_llm):
     from recbole_llm.semantics.llm import model_identity
 

@@ -582,8 +582,17 @@ def reply_cache(config):
     """The reply cache of a config: ``<cache root>/replies.jsonl`` plus read-only files from
     ``llm_reply_files`` (``shipped:<name>`` is a file shipped with the package)."""
     path = os.path.join(cache_root(config["semantics_cache_dir"]), "replies.jsonl")
-    extra = [
-        shipped_path(p[len(SHIPPED_PREFIX) :]) if p.startswith(SHIPPED_PREFIX) else p
-        for p in config["llm_reply_files"] or []
-    ]
+    extra = []
+    for name in config["llm_reply_files"] or []:
+        file = (
+            shipped_path(name[len(SHIPPED_PREFIX) :]) if name.startswith(SHIPPED_PREFIX) else name
+        )
+        if not os.path.isfile(file):
+            # silently reading nothing would mean hours of generation instead
+            raise LLMError(
+                f"llm_reply_files: '{name}' is not a file ({file}). Shipped reply files: "
+                f"{sorted(SHIPPED_PREFIX + n for n in os.listdir(shipped_path('')))}; "
+                "otherwise give the path of a JSON-lines file written by --llm_export_replies."
+            )
+        extra.append(file)
     return ReplyCache(path, read_only_paths=extra)
