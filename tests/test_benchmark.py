@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from recbole_llm import benchmark
-from recbole_llm.trainer import state_lock
+from recbole_llm.trainer import lock_path, state_lock
 
 
 @pytest.fixture
@@ -129,7 +129,7 @@ def test_a_killed_runner_stops_its_worker(tiny_suite, private_cache):
     with open(tiny_suite, "w", encoding="utf-8") as f:
         yaml.safe_dump(raw, f)
     spec = benchmark.run_spec(benchmark.load_suite(tiny_suite), raw["runs"][0], 1)
-    lock = benchmark.state_path(spec) + ".lock"
+    lock = lock_path(benchmark.state_path(spec))
     with state_lock(benchmark.state_path(spec)):  # as a worker holds it before its first epoch
         assert benchmark.suite_status(benchmark.load_suite(tiny_suite)) == [
             f"started      SASRec-fast seed 1 ({spec['hash']}): training now "

@@ -11,7 +11,7 @@ from recbole.utils import init_seed
 
 from recbole_llm.config import Config
 from recbole_llm.quick_start import train_and_test
-from recbole_llm.trainer import CompatTrainerMixin
+from recbole_llm.trainer import CompatTrainerMixin, lock_path
 
 
 class Interrupted(Exception):
@@ -101,7 +101,7 @@ def test_a_state_in_use_by_another_process_is_refused(fast_config, tmp_path):
         "f.write(str(os.getpid())); f.flush(); print('held', flush=True); time.sleep(120)"
     )
     holder = subprocess.Popen(
-        [sys.executable, "-c", hold, state + ".lock"], stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", hold, lock_path(state)], stdout=subprocess.PIPE, text=True
     )
     try:
         assert holder.stdout.readline().strip() == "held"
