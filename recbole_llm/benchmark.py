@@ -80,6 +80,10 @@ def load_suite(path):
         if len(pair) != 2 or unknown:
             raise ValueError(f"Suite '{path}': comparison {pair} must name two run labels")
     suite["runs"] = runs
+    if suite.get("findings") is not None and not isinstance(suite["findings"], str):
+        raise ValueError(
+            f"Suite '{path}': findings must be Markdown text, got {suite['findings']!r}"
+        )
     report = dict(suite.get("report") or {})
     if report.get("output"):
         report["output"] = os.path.normpath(os.path.join(base, report["output"]))
@@ -578,6 +582,9 @@ def render_report(suite, rows, chart=None):
                 + ", ".join(str(seed) for seed in result["seeds"])
                 + f" | {ratios[0]} | {ratios[1]} |"
             )
+    if suite.get("findings"):
+        # hand-written: what the tables mean, where a goal falls short and why
+        lines += ["", "## Findings", "", suite["findings"].strip()]
     lines += [
         "",
         "## Configuration",

@@ -258,6 +258,18 @@ def test_paired_bootstrap_and_comparison_from_known_rows(tmp_path):
         value["epochs"] = 3
     text = benchmark.render_report(benchmark.load_suite(str(path)), rows)
     assert "| A | B | +0.1833 | +78.6 % |" in text and "| 1, 2 | 1.50x | 1.25x |" in text
+    assert "## Findings" not in text
+    # hand-written findings follow the tables, before the configuration
+    path.write_text(yaml.safe_dump(dict(suite, comparisons=[["A", "B"]], findings="A beats B.\n")))
+    text = benchmark.render_report(benchmark.load_suite(str(path)), rows)
+    assert (
+        text.index("1.25x |")
+        < text.index("## Findings\n\nA beats B.\n")
+        < text.index("## Configuration")
+    )
+    path.write_text(yaml.safe_dump(dict(suite, findings=["A", "B"])))
+    with pytest.raises(ValueError, match="findings must be Markdown text"):
+        benchmark.load_suite(str(path))
     assert benchmark.compare(rows, "A", "C", [1, 2], "ndcg@10") is None
     # B ran on a seed A did not: the relative change is against B on the common seed only
     rows[("B", 3)] = row([0.9, 0.9, 0.9], ["u1", "u2", "u3"])
