@@ -38,7 +38,16 @@ EXTRAS_REQUIRE = {
     "bench": ["matplotlib>=3.7"],
     # about 7x faster generation on CPU; builds from source (about 13 minutes)
     "llama_cpp": ["llama-cpp-python>=0.3"],
-    "test": ["pytest>=8", "black>=24", "ruff>=0.5", "hyperopt==0.2.5", "matplotlib>=3.7"],
+    # run_hyper.py --tool=ray: ray 2.6.3's tune reads its trial results with pyarrow
+    "ray": ["pyarrow>=17,<18"],
+    "test": [
+        "pytest>=8",
+        "black>=24",
+        "ruff>=0.5",
+        "hyperopt==0.2.5",
+        "matplotlib>=3.7",
+        "pyarrow>=17,<18",
+    ],
 }
 
 setup(

@@ -271,7 +271,7 @@ def run_sweep(
         return result
 
     if tool == "ray":
-        _run_ray(params, max_evals, run_trial)
+        trials.extend(_run_ray(params, max_evals, run_trial))
     elif algo == "grid":
         for values in grid(params):
             run_trial(values)
@@ -303,24 +303,70 @@ def _valid_metric(model, dataset, config_files):
 
 
 def _run_ray(params, max_evals, run_trial):
+    """Run the trials as ray tune trials; returns them as ``run_trial`` records them.
+
+    Ray runs each trial in a worker process whose working directory is the trial's own folder,
+    so the trial first moves to the directory the sweep started in: relative config files, the
+    data root and the output folders then mean what they mean for the other algorithms. The
+    worker's ``trials`` list is not the caller's, so each trial reports its record to ray and
+    the records come back from ray's results.
+    """
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        raise SweepError(
+            "--tool=ray needs pyarrow (ray 2.6.3's tune reads its trial results with it): "
+            "pip install 'recbole-llm[ray]'"
+        ) from None
     import ray
+    import torch
     from ray import tune
 
+    start_dir = os.getcwd()
+
     def trainable(values):
+        os.chdir(start_dir)
         result = run_trial(values)
-        tune.report(**{k: float(v) for k, v in result["test_result"].items()})
+        report = {"valid_score": float(result["best_valid_score"])}
+        report["bigger"] = bool(result["valid_score_bigger"])
+        for prefix, metrics in (
+            ("valid:", result["best_valid_result"] or {}),
+            ("test:", result["test_result"]),
+        ):
+            report.update({prefix + k: float(v) for k, v in metrics.items()})
+        tune.report(**report)
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True)
     try:
-        tune.run(
+        analysis = tune.run(
             trainable,
             config=ray_space(params),
             num_samples=max_evals,
-            local_dir="ray_log",
+            storage_path=os.path.join(start_dir, "ray_log"),
+            resources_per_trial={"gpu": 1} if torch.cuda.is_available() else None,
             verbose=0,
         )
     finally:
         ray.shutdown()
+    trials = []
+    for trial in analysis.trials:
+        last = trial.last_result or {}
+        if "valid_score" not in last:
+            continue
+        trials.append(
+            {
+                "params": {p.name: trial.config[p.name] for p in params},
+                "valid_score": last["valid_score"],
+                "valid": _prefixed(last, "valid:"),
+                "test": _prefixed(last, "test:"),
+                "bigger": last["bigger"],
+            }
+        )
+    return trials
+
+
+def _prefixed(result, prefix):
+    return {k[len(prefix) :]: v for k, v in result.items() if k.startswith(prefix)}
 
 
 def main(argv=None):

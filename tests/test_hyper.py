@@ -108,3 +108,26 @@ def test_hyperopt_random_search_through_recbole(tmp_path, fast_config):
     )
     assert len(trials) == 2
     assert all(math.exp(-8) <= t["params"]["learning_rate"] <= math.exp(-4) for t in trials)
+
+
+def test_ray_tune_sweep_returns_its_trials(tmp_path, fast_config, monkeypatch):
+    """Ray runs each trial in a worker inside its own folder: relative config files must still
+    resolve, and the trials must come back to the caller's table."""
+    pytest.importorskip("ray")
+    monkeypatch.chdir(tmp_path)
+    write(tmp_path, "fixed.yaml", yaml.safe_dump(fast_config))
+    write(tmp_path, "s.yaml", "learning_rate: {loguniform: [0.0001, 0.01]}\n")
+    trials, report, best_path = run_sweep(
+        "Pop",
+        "synth",
+        "s.yaml",
+        max_evals=2,
+        config_files=["fixed.yaml"],
+        output_file="ray.md",
+        tool="ray",
+    )
+    assert len(trials) == 2 and report.count("**best**") == 1
+    assert all(0.0001 <= t["params"]["learning_rate"] <= 0.01 for t in trials)
+    assert all(set(t["test"]) >= {"ndcg@10"} for t in trials)
+    assert yaml.safe_load(open(best_path))["model"] == "Pop"
+    assert (tmp_path / "ray_log").is_dir()
