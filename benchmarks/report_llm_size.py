@@ -50,7 +50,35 @@ def llm_share(entry, counts):
     return f"{from_llm} / {from_llm + sum(counts['intents_from_last_item'].values())} intents"
 
 
-def render(suite, rows, data_path, baseline):
+def row_cost(entry, manifest, ledger):
+    """A row's cost cells: from its semantic manifest (recorded in ``ledger``, the suite's part
+    of ``llm-size-costs.json``), else from the ledger, else dashes.
+
+    The manifests live in the data root, which git does not keep; the ledger lets a fresh clone
+    that reuses the committed rows rebuild the committed table without rerunning the LLM."""
+    if entry["model"] not in MANIFEST_KINDS:
+        return ["0"] * 4 + ["-"]
+    if manifest is None:
+        return list(ledger.get(entry["label"], ["-"] * 5))
+    counts = manifest["counts"]
+    gen = manifest["generation"] or {  # no LLM in this row's semantics
+        "requests": 0,
+        "total_prompt_tokens": 0,
+        "total_completion_tokens": 0,
+        "total_seconds": 0.0,
+    }
+    cost = [
+        str(gen["requests"]),
+        str(gen["total_prompt_tokens"]),
+        str(gen["total_completion_tokens"]),
+        f"{gen['total_seconds']:.0f}",
+        llm_share(entry, counts),
+    ]
+    ledger[entry["label"]] = cost
+    return cost
+
+
+def render(suite, rows, data_path, baseline, ledger):
     from recbole_llm.benchmark import _mean_std, compare, entry_rows
 
     metric = suite["report"]["compare_metric"]
@@ -63,7 +91,9 @@ def render(suite, rows, data_path, baseline):
         f"`{baseline}` on the seeds both ran, with its paired bootstrap 95 % interval over "
         "test users (sessions, on a session dataset). "
         "LLM cost from each row's semantic manifest (replies served from the cache are counted "
-        "at what they cost when made).",
+        "at what they cost when made); where the data root has no manifest (a fresh clone "
+        "reusing the committed rows), from `llm-size-costs.json`, which this report updates "
+        "from every manifest it reads.",
         "",
         f"| row | {metric} | seeds | vs backbone | 95 % interval | LLM calls | prompt tokens "
         "| new tokens | LLM seconds | semantics from the LLM |",
@@ -79,23 +109,7 @@ def render(suite, rows, data_path, baseline):
                 delta = f"{result['mean']:+.4f} ({100 * (result['relative'] or 0):+.1f} %)"
                 interval = f"[{result['low']:+.4f}, {result['high']:+.4f}]"
         manifest = manifest_for(suite, entry, data_path)
-        if manifest is None:
-            cost = ["-"] * 5 if entry["model"] in MANIFEST_KINDS else ["0"] * 4 + ["-"]
-        else:
-            counts = manifest["counts"]
-            gen = manifest["generation"] or {  # no LLM in this row's semantics
-                "requests": 0,
-                "total_prompt_tokens": 0,
-                "total_completion_tokens": 0,
-                "total_seconds": 0.0,
-            }
-            cost = [
-                str(gen["requests"]),
-                str(gen["total_prompt_tokens"]),
-                str(gen["total_completion_tokens"]),
-                f"{gen['total_seconds']:.0f}",
-                llm_share(entry, counts),
-            ]
+        cost = row_cost(entry, manifest, ledger.setdefault(suite["name"], {}))
         lines.append(
             f"| {entry['label']} | {score} | {len(values)}/{len(entry['seeds'])} | {delta} "
             f"| {interval} | " + " | ".join(cost) + " |"
@@ -124,11 +138,20 @@ def main():
     )
     parser.add_argument("--data_path", default="dataset")
     parser.add_argument("--output", default=os.path.join(HERE, "..", "results", "llm-size.md"))
+    parser.add_argument(
+        "--costs",
+        default=os.path.join(HERE, "..", "results", "llm-size-costs.json"),
+        help="each row's LLM cost, kept for data roots without the semantic manifests",
+    )
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(HERE))
     from recbole_llm.benchmark import load_rows, load_suite, write_report
     from recbole_llm.data.prepare import atomic_write
 
+    ledger = {}
+    if os.path.exists(args.costs):
+        with open(args.costs, encoding="utf-8") as f:
+            ledger = json.load(f)
     sections = [
         "# The LLM-size study: what a bigger LLM buys",
         "",
@@ -150,10 +173,14 @@ def main():
             continue
         write_report(suite, rows)
         baseline = suite["runs"][0]["label"]
-        sections.append(render(suite, rows, os.path.abspath(args.data_path), baseline))
+        sections.append(render(suite, rows, os.path.abspath(args.data_path), baseline, ledger))
     text = "\n".join(sections)
     output = os.path.normpath(args.output)
     atomic_write(output, lambda f: f.write(text))
+    atomic_write(
+        os.path.normpath(args.costs),
+        lambda f: f.write(json.dumps(ledger, indent=2, sort_keys=True) + "\n"),
+    )
     print(text)
     print(f"written to {output}")
 

@@ -315,3 +315,34 @@ def test_committed_rows_keep_their_run_identity():
         if spec["hash"] != row["hash"] or not name.endswith(f"-{row['hash']}.json"):
             stale.append(f"{name}: now {spec['hash']}")
     assert not stale, stale
+
+
+def test_llm_size_costs_come_from_manifests_else_from_the_ledger():
+    """A fresh clone has the committed rows but not the semantic manifests (they live in the
+    data root); the report then takes each row's cost from the committed ledger."""
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "report_llm_size.py")
+    spec = importlib.util.spec_from_file_location("report_llm_size", path)
+    report = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(report)
+    eimf = {"model": "EIMF", "label": "EIMF-REMI"}
+    manifest = {
+        "counts": {"typical_users": 46, "typical_users_from_llm": 38},
+        "generation": {
+            "requests": 46,
+            "total_prompt_tokens": 20427,
+            "total_completion_tokens": 2208,
+            "total_seconds": 375.6,
+        },
+    }
+    ledger = {}
+    made = report.row_cost(eimf, manifest, ledger)
+    assert made == ["46", "20427", "2208", "376", "38 / 46 typical users"]
+    assert report.row_cost(eimf, None, ledger) == made
+    assert report.row_cost(eimf, None, {}) == ["-"] * 5
+    assert report.row_cost({"model": "REMI", "label": "REMI"}, None, ledger)[:4] == ["0"] * 4
+    controls = {"counts": {"typical_users": 46, "typical_users_from_llm": 0}, "generation": None}
+    assert (
+        report.row_cost(eimf, controls, ledger)[:4] == ["0"] * 4 and ledger["EIMF-REMI"][0] == "0"
+    )
