@@ -10,8 +10,10 @@ bootstrap 95 % interval of its difference to the suite's first row (the backbone
 the semantic step's manifest, the LLM calls, prompt and new tokens and generation seconds that
 made its semantics (cached replies count at the cost recorded when they were made), and how
 much of the semantics came from the LLM: EIMF's typical users with parsed interests, LLM4SBR's
-intents taken from a reply rather than the last-item fallback. A suite with no rows yet gets a
-line saying so.
+intents taken from a reply rather than the last-item fallback. Where the data root has no
+manifest (a fresh clone that reuses the committed rows), the cost comes from
+``results/llm-size-costs.json``, which every run of this script updates from the manifests it
+reads. A suite with no rows yet gets a line saying so.
 """
 
 import argparse
