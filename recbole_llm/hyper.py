@@ -271,7 +271,12 @@ def run_sweep(
         return result
 
     if tool == "ray":
-        trials.extend(_run_ray(params, max_evals, run_trial))
+
+        def record_trial(values):
+            run_trial(values)
+            return trials[-1]
+
+        trials.extend(_run_ray(params, max_evals, record_trial))
     elif algo == "grid":
         for values in grid(params):
             run_trial(values)
@@ -302,14 +307,14 @@ def _valid_metric(model, dataset, config_files):
     return Config(model=model, dataset=dataset, config_file_list=config_files)["valid_metric"]
 
 
-def _run_ray(params, max_evals, run_trial):
-    """Run the trials as ray tune trials; returns them as ``run_trial`` records them.
+def _run_ray(params, max_evals, record_trial):
+    """Run the trials as ray tune trials; returns their records (``record_trial``'s).
 
     Ray runs each trial in a worker process whose working directory is the trial's own folder,
     so the trial first moves to the directory the sweep started in: relative config files, the
-    data root and the output folders then mean what they mean for the other algorithms. The
-    worker's ``trials`` list is not the caller's, so each trial reports its record to ray and
-    the records come back from ray's results.
+    data root and the output folders then mean what they mean for the other algorithms. A
+    worker's record stays in the worker, so each trial reports it to ray as flat numbers and the
+    records are rebuilt here from ray's results.
     """
     try:
         import pyarrow  # noqa: F401
@@ -323,17 +328,14 @@ def _run_ray(params, max_evals, run_trial):
     from ray import tune
 
     start_dir = os.getcwd()
+    parts = ("valid", "test")
 
     def trainable(values):
         os.chdir(start_dir)
-        result = run_trial(values)
-        report = {"valid_score": float(result["best_valid_score"])}
-        report["bigger"] = bool(result["valid_score_bigger"])
-        for prefix, metrics in (
-            ("valid:", result["best_valid_result"] or {}),
-            ("test:", result["test_result"]),
-        ):
-            report.update({prefix + k: float(v) for k, v in metrics.items()})
+        record = record_trial(values)
+        report = {"valid_score": float(record["valid_score"]), "bigger": bool(record["bigger"])}
+        for part in parts:
+            report.update({f"{part}:{k}": float(v) for k, v in record[part].items()})
         tune.report(**report)
 
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, ignore_reinit_error=True)
@@ -353,20 +355,13 @@ def _run_ray(params, max_evals, run_trial):
         last = trial.last_result or {}
         if "valid_score" not in last:
             continue
-        trials.append(
-            {
-                "params": {p.name: trial.config[p.name] for p in params},
-                "valid_score": last["valid_score"],
-                "valid": _prefixed(last, "valid:"),
-                "test": _prefixed(last, "test:"),
-                "bigger": last["bigger"],
-            }
-        )
+        record = {"params": {p.name: trial.config[p.name] for p in params}}
+        record.update(valid_score=last["valid_score"], bigger=last["bigger"])
+        for part in parts:
+            prefix = f"{part}:"
+            record[part] = {k[len(prefix) :]: v for k, v in last.items() if k.startswith(prefix)}
+        trials.append(record)
     return trials
-
-
-def _prefixed(result, prefix):
-    return {k[len(prefix) :]: v for k, v in result.items() if k.startswith(prefix)}
 
 
 def main(argv=None):
