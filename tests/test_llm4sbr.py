@@ -77,8 +77,45 @@ def test_views_have_the_right_shape_and_ignore_padding(backbone, session_config)
         assert torch.allclose(clean[view], dirty[view], atol=1e-6), view
 
 
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_residual_fusion_starts_as_its_backbone(backbone, session_config):
+    # SR-GNN's own pooling is the unnormalised sum; the others' combination ignores the pool
+    _, model, _, _, test = build(dict(session_config, backbone=backbone, global_pool="sum"))
+    model.eval()
+    batch = next(iter(test))[0]
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        assert torch.allclose(scores, model.backbone.full_sort_predict(batch), atol=1e-5)
+        # intents enter through zero-initialised weights: none yet at the start ...
+        batch.interaction["long_intent"] = batch["long_intent"].flip(0)
+        assert torch.allclose(model.full_sort_predict(batch), scores, atol=1e-6)
+    # ... but the gradient reaches those weights, so they are learned in
+    model.train()
+    model.calculate_loss(next(iter(test))[0])[0].backward()
+    assert model.intent_residual.weight.grad.abs().sum() > 0
+    assert model.view_residual.weight.grad.abs().sum() > 0
+    assert model.gates["short"].weight.grad.abs().sum() > 0  # every backbone uses its local view
+
+
+def test_global_pool_softmax_is_a_weighted_mean_over_real_positions():
+    from recbole_llm.model.session_views import pool_states
+
+    states = torch.randn(3, 5, 4)
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    alpha = torch.randn(3, 5, 1)
+    pooled = pool_states(alpha, states, mask, "softmax")
+    weights = torch.softmax(alpha[0, :2], dim=0)
+    assert torch.allclose(pooled[0], (weights * states[0, :2]).sum(dim=0), atol=1e-6)
+    assert torch.allclose(pooled[2], states[2, 0], atol=1e-6)  # one real position: itself
+    # a long session's pooled norm no longer grows with its length
+    long = pool_states(
+        torch.ones(1, 50, 1), torch.ones(1, 50, 4), torch.ones(1, 50).bool(), "softmax"
+    )
+    assert torch.allclose(long, torch.ones(1, 4))
+
+
 def test_intents_reach_the_scores_and_tau_zero_leaves_the_cross_entropy(session_config):
-    _, model, train, _, test = build(dict(session_config, intent_loss_weight=0.0))
+    _, model, train, _, test = build(dict(session_config, intent_loss_weight=0.0, fusion="paper"))
     model.eval()
     batch = next(iter(test))[0]
     with torch.no_grad():

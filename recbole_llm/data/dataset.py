@@ -196,6 +196,13 @@ class LLM4SBRDataset(SequentialDataset):
         self.intent_dim = dim
         self.semantics_manifest = manifest
 
+    def mean_intents(self):
+        """``{view: [D]}``: each view's intent averaged over every sample (the padding row left
+        out), the constant that LLM4SBR's ``intent_control: mean`` gives every session."""
+        return {
+            view: self._intents[intent_field(view)][1:].mean(dim=0) for view in self.intent_views
+        }
+
     def join(self, df):
         df = super().join(df)
         if self.uid_field in df:

@@ -36,17 +36,41 @@ def uniformity(x):
     return torch.pdist(x, p=2).pow(2).mul(-2).exp().mean().log()
 
 
+FUSIONS = ("residual", "paper")
+CONTROLS = ("none", "mean", "shuffle")
+CONTROL_PHASES = ("both", "train", "inference")
+
+
+def _choice(key, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
+    return value
+
+
 class LLM4SBR(SequentialRecommender):
     r"""LLM4SBR: a session backbone's local and global views, enhanced by the long- and
     short-term intents an LLM inferred for each session.
 
     Each intent (a text vector, localised onto real items by the semantic step) is projected by
     one shared linear map ``T``. The long-term intent is aligned with the global view and the
-    short-term one with the local view (DirectAU: alignment plus uniformity, L2-normalised), and
-    each gates its view: ``alpha = q^T sigmoid(view + T intent)``. The session vector is
-    ``W [local * alpha_short ; global * alpha_long]``, scored against the item embeddings.
+    short-term one with the local view (DirectAU: alignment plus uniformity, L2-normalised).
     Loss: cross-entropy + ``intent_loss_weight`` * (alignment + uniformity). The intents are
     inputs at inference too.
+
+    Two fusions (``fusion``):
+
+    - ``paper``: each intent gates its view, ``alpha = q^T sigmoid(view + T intent)``, and the
+      session vector is ``W [local * alpha_short ; global * alpha_long]`` (Eq. 10-12).
+    - ``residual`` (default): the same gates on one scale and centred on 1,
+      ``alpha = 1 + q^T sigmoid(LN(view) + LN(T intent))``, the gated views combined as the
+      backbone combines its own views, plus the paper's ``W [gated local ; gated global]`` and
+      ``U [LN(T intent_short) ; LN(T intent_long)]``. ``q``, ``W`` and ``U`` start at zero, so the
+      model starts as its backbone and the views' mix and the intents are learned in; unnormalised, the projected intents (std 0.1) were drowned by views of std 1-3.5
+      and shuffling them changed almost no ranking.
+
+    Controls that can fail (``intent_control``, at ``intent_control_phase``): every session gets
+    the mean intent of the dataset (``mean``), or another session's intents (``shuffle``, a
+    permutation within each batch). A gain counts for the LLM only where it beats these.
 
     Ablations: ``alignment: False`` (no AU loss); intents made with ``intent_views: [normal]``
     (one view: the backbone's own session vector, gated by one overall intent); the semantic
@@ -60,11 +84,14 @@ class LLM4SBR(SequentialRecommender):
         super().__init__(config, dataset)
         self.intent_loss_weight = config["intent_loss_weight"]  # tau
         self.use_alignment = config["alignment"]  # AU loss on or off (ablation)
-        self.view_loss_reduction = config["view_loss_reduction"]  # sum (code) or mean (paper)
-        if self.view_loss_reduction not in ("sum", "mean"):
-            raise ValueError(
-                f"view_loss_reduction must be 'sum' or 'mean', got '{self.view_loss_reduction}'"
-            )
+        self.view_loss_reduction = _choice(
+            "view_loss_reduction", config["view_loss_reduction"], ("sum", "mean")
+        )  # sum (code) or mean (paper)
+        self.fusion_kind = _choice("fusion", config["fusion"], FUSIONS)  # residual or paper
+        self.intent_control = _choice("intent_control", config["intent_control"], CONTROLS)
+        self.control_phase = _choice(
+            "intent_control_phase", config["intent_control_phase"], CONTROL_PHASES
+        )
         self.views = list(dataset.intent_views)
         if sorted(self.views) not in (["long", "short"], ["normal"]):
             raise ValueError(
@@ -83,16 +110,34 @@ class LLM4SBR(SequentialRecommender):
             view_size = getattr(self.backbone, "session_view_size", None) or (
                 self.backbone.hidden_size if backbone_name == "NARM" else item_size
             )
-            self.session_views = SessionViews(self.backbone, view_size)
+            self.session_views = SessionViews(self.backbone, view_size, config["global_pool"])
         self.intent_projection = nn.Linear(dataset.intent_dim, view_size)  # shared T
         self.gates = nn.ModuleDict({v: nn.Linear(view_size, 1, bias=False) for v in self.views})
-        self.fusion = nn.Linear(view_size * len(self.views), item_size)
-        for module in [self.intent_projection, self.fusion, *self.gates.values()]:
-            nn.init.xavier_normal_(module.weight)
-            if module.bias is not None:
-                nn.init.zeros_(module.bias)
+        if self.fusion_kind == "paper":
+            self.fusion = nn.Linear(view_size * len(self.views), item_size)  # W
+            initialised = [self.intent_projection, self.fusion, *self.gates.values()]
+        else:
+            self.view_norm = nn.LayerNorm(view_size)
+            self.intent_norm = nn.LayerNorm(view_size)
+            # the paper's W [gated views] and U [intents], both added to the backbone's vector
+            self.view_residual = nn.Linear(view_size * len(self.views), item_size, bias=False)
+            self.intent_residual = nn.Linear(view_size * len(self.views), item_size, bias=False)
+            initialised = [self.intent_projection]
+            for module in [self.view_residual, self.intent_residual, *self.gates.values()]:
+                nn.init.zeros_(module.weight)  # start as the backbone
+        for module in initialised:
+            _xavier(module)
         if self.session_views is not None and self.session_views.pool is not None:
             self.session_views.pool.apply(_xavier)
+        # the dataset's mean intent per view, for the constant-intent control
+        mean_intents = getattr(dataset, "mean_intents", lambda: {})()
+        for view in self.views:
+            self.register_buffer(
+                f"mean_{view}_intent",
+                mean_intents.get(view, torch.zeros(dataset.intent_dim)),
+                persistent=False,
+            )
+        self._shuffle_generator = torch.Generator().manual_seed(config["seed"])
 
     def _views(self, item_seq, item_seq_len):
         """``{view name: [B, d]}``: local for short, global for long, or the backbone's own."""
@@ -101,16 +146,49 @@ class LLM4SBR(SequentialRecommender):
         local, global_ = self.session_views(self.backbone, item_seq, item_seq_len)
         return {"short": local, "long": global_}
 
+    def _control_active(self):
+        if self.intent_control == "none":
+            return False
+        phase = "train" if self.training else "inference"
+        return self.control_phase in ("both", phase)
+
+    def _raw_intents(self, interaction):
+        """The batch's intent vectors per view, after the configured control."""
+        intents = {v: interaction[intent_field(v)] for v in self.views}
+        if not self._control_active():
+            return intents
+        if self.intent_control == "mean":
+            return {v: getattr(self, f"mean_{v}_intent").expand_as(x) for v, x in intents.items()}
+        # one permutation for all views: a session gets another session's intents, both views
+        order = torch.randperm(len(next(iter(intents.values()))), generator=self._shuffle_generator)
+        return {v: x[order.to(x.device)] for v, x in intents.items()}
+
     def _encode(self, interaction):
         views = self._views(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        intents = {v: self.intent_projection(interaction[intent_field(v)]) for v in self.views}
+        raw = self._raw_intents(interaction)
+        intents = {v: self.intent_projection(raw[v]) for v in self.views}
         return views, intents
 
-    def _fuse(self, views, intents):
+    def _order(self):
         # the paper's order: local (short) before global (long)
-        order = ["short", "long"] if len(self.views) == 2 else ["normal"]
-        gated = [views[v] * self.gates[v](torch.sigmoid(views[v] + intents[v])) for v in order]
-        return self.fusion(torch.cat(gated, dim=1))
+        return ["short", "long"] if len(self.views) == 2 else ["normal"]
+
+    def _fuse(self, views, intents):
+        order = self._order()
+        if self.fusion_kind == "paper":
+            gated = [views[v] * self.gates[v](torch.sigmoid(views[v] + intents[v])) for v in order]
+            return self.fusion(torch.cat(gated, dim=1))
+        normed = {v: self.intent_norm(intents[v]) for v in order}
+        gated = {
+            v: views[v] * (1 + self.gates[v](torch.sigmoid(self.view_norm(views[v]) + normed[v])))
+            for v in order
+        }
+        if self.session_views is None:
+            base = gated["normal"]
+        else:
+            base = self.session_views.combine(self.backbone, gated["short"], gated["long"])
+        views_part = self.view_residual(torch.cat([gated[v] for v in order], dim=1))
+        return base + views_part + self.intent_residual(torch.cat([normed[v] for v in order], 1))
 
     def forward(self, interaction):
         """The session vectors ``[B, d]`` (needs the interaction's intents)."""

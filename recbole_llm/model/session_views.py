@@ -21,25 +21,51 @@ SASRec      the last position's output                      soft-attention pooli
 
 Every view is computed from the backbone's own layers, so they keep training. Positions past a
 sequence's length are zeroed first, so padding never influences a view. A backbone of our own
-adds itself by defining ``session_views(item_seq, item_seq_len)``: adding one is one file.
+adds itself by defining ``session_views(item_seq, item_seq_len)`` (and optionally
+``session_vector(local, global_)``): adding one is one file.
+
+**Soft-attention pooling** (SR-GNN's global view and the one added to GRU4Rec and SASRec) takes a
+softmax over the real positions before the weighted sum (``global_pool: softmax``), as the
+official LLM4SBR code does; RecBole's SRGNN sums the raw sigmoid scores (``global_pool: sum``),
+which makes the global view's norm grow with the session's length.
+
+**The backbone's own combination** (:meth:`SessionViews.combine`) turns (local, global) back into
+the session vector the backbone itself scores with: ``linear_transform([a; h_t])`` for SR-GNN,
+``w a_t + (1 - w) h_t`` for GC-SAN, ``B [c_local; c_global]`` for NARM, ``h_s * h_t`` for STAMP, the
+last position for GRU4Rec and SASRec. LLM4SBR gates the views and then combines them this way,
+so with gates of 1 it scores exactly as its backbone (up to the pooling above).
 """
 
 import torch
 import torch.nn as nn
 
+from recbole_llm.model.layers import masked_softmax
+
+POOLS = ("softmax", "sum")
+
+
+def pool_states(alpha, states, mask, pool):
+    """Weighted sum of ``states`` ``[B, L, d]`` over real positions with scores ``alpha``
+    ``[B, L, 1]``: normalised by a softmax over those positions (``softmax``), or raw (``sum``)."""
+    if pool == "softmax":
+        alpha = masked_softmax(alpha, mask.unsqueeze(-1), dim=1)
+    return (alpha * states * mask.unsqueeze(-1)).sum(dim=1)
+
 
 class SoftAttentionPool(nn.Module):
-    """SR-GNN's soft attention: ``sum_i q^T sigmoid(W1 h_last + W2 h_i) h_i`` over real positions."""
+    """SR-GNN's soft attention, ``sum_i alpha_i h_i`` with ``alpha_i = q^T sigmoid(W1 h_last +
+    W2 h_i)`` over real positions (softmax-normalised unless ``pool`` is ``sum``)."""
 
-    def __init__(self, hidden_size):
+    def __init__(self, hidden_size, pool="softmax"):
         super().__init__()
         self.last = nn.Linear(hidden_size, hidden_size)
         self.each = nn.Linear(hidden_size, hidden_size, bias=False)
         self.score = nn.Linear(hidden_size, 1, bias=False)
+        self.pool = pool
 
     def forward(self, states, last, mask):
         alpha = self.score(torch.sigmoid(self.last(last).unsqueeze(1) + self.each(states)))
-        return (alpha * states * mask.unsqueeze(-1)).sum(dim=1)
+        return pool_states(alpha, states, mask, self.pool)
 
 
 def _mask(item_seq, item_seq_len):
@@ -57,15 +83,14 @@ def _graph_states(model, item_seq, item_seq_len, hidden_size):
     return states, model.gather_indexes(states, item_seq_len - 1)
 
 
-def srgnn_views(model, item_seq, item_seq_len, mask):
+def srgnn_views(model, item_seq, item_seq_len, mask, pool):
     states, last = _graph_states(model, item_seq, item_seq_len, model.embedding_size)
     q1 = model.linear_one(last).unsqueeze(1)
     alpha = model.linear_three(torch.sigmoid(q1 + model.linear_two(states)))
-    pooled = (alpha * states * mask.unsqueeze(-1).float()).sum(dim=1)
-    return last, pooled
+    return last, pool_states(alpha, states, mask, pool)
 
 
-def gcsan_views(model, item_seq, item_seq_len, mask):
+def gcsan_views(model, item_seq, item_seq_len, mask, pool):
     states, last = _graph_states(model, item_seq, item_seq_len, model.hidden_size)
     outputs = model.self_attention(
         states, model.get_attention_mask(item_seq), output_all_encoded_layers=True
@@ -73,7 +98,7 @@ def gcsan_views(model, item_seq, item_seq_len, mask):
     return last, model.gather_indexes(outputs[-1], item_seq_len - 1)
 
 
-def narm_views(model, item_seq, item_seq_len, mask):
+def narm_views(model, item_seq, item_seq_len, mask, pool):
     gru_out, _ = model.gru(model.emb_dropout(model.item_embedding(item_seq)))
     c_global = model.gather_indexes(gru_out, item_seq_len - 1)
     q1, q2 = model.a_1(gru_out), model.a_2(c_global).unsqueeze(1)
@@ -82,7 +107,7 @@ def narm_views(model, item_seq, item_seq_len, mask):
     return c_local, c_global
 
 
-def stamp_views(model, item_seq, item_seq_len, mask):
+def stamp_views(model, item_seq, item_seq_len, mask, pool):
     memory = model.item_embedding(item_seq)
     last = model.gather_indexes(memory, item_seq_len - 1)
     mean = memory.sum(dim=1) / item_seq_len.unsqueeze(1).float()
@@ -116,21 +141,34 @@ VIEW_FUNCTIONS = {
 #: backbones with one output per position: last position, plus an added attention pooling
 STATE_FUNCTIONS = {"GRU4Rec": gru4rec_states, "SASRec": sasrec_states}
 
+#: each backbone's own session vector from its (local, global) views, as its forward builds it
+COMBINE_FUNCTIONS = {
+    "SRGNN": lambda model, local, global_: model.linear_transform(torch.cat([global_, local], 1)),
+    "GCSAN": lambda model, local, global_: model.weight * global_ + (1 - model.weight) * local,
+    "NARM": lambda model, local, global_: model.b(model.ct_dropout(torch.cat([local, global_], 1))),
+    "STAMP": lambda model, local, global_: global_ * local,
+    "GRU4Rec": lambda model, local, global_: local,
+    "SASRec": lambda model, local, global_: local,
+}
+
 
 class SessionViews(nn.Module):
     """``(local, global)`` views ``[B, d]`` of a backbone (which stays owned by the caller)."""
 
-    def __init__(self, backbone, hidden_size):
+    def __init__(self, backbone, hidden_size, pool="softmax"):
         super().__init__()
+        if pool not in POOLS:
+            raise ValueError(f"global_pool must be one of {', '.join(POOLS)}, got '{pool}'")
         self.name = type(backbone).__name__
         self.pool = None
+        self.pooling = pool
         if hasattr(backbone, "session_views"):
             self.kind = "own"
         elif self.name in VIEW_FUNCTIONS:
             self.kind = "views"
         elif self.name in STATE_FUNCTIONS:
             self.kind = "states"
-            self.pool = SoftAttentionPool(hidden_size)
+            self.pool = SoftAttentionPool(hidden_size, pool)
         else:
             known = sorted(VIEW_FUNCTIONS) + sorted(STATE_FUNCTIONS)
             raise ValueError(
@@ -144,10 +182,22 @@ class SessionViews(nn.Module):
         if self.kind == "own":
             return backbone.session_views(item_seq, item_seq_len)
         if self.kind == "views":
-            return VIEW_FUNCTIONS[self.name](backbone, item_seq, item_seq_len, mask)
+            return VIEW_FUNCTIONS[self.name](backbone, item_seq, item_seq_len, mask, self.pooling)
         states = STATE_FUNCTIONS[self.name](backbone, item_seq, item_seq_len)
         last = backbone.gather_indexes(states, item_seq_len - 1)
         return last, self.pool(states, last, mask)
+
+    def combine(self, backbone, local, global_):
+        """The backbone's own session vector ``[B, d_item]`` from (possibly gated) views."""
+        if self.kind == "own":
+            if not hasattr(backbone, "session_vector"):
+                raise ValueError(
+                    f"backbone '{self.name}' defines session_views but not "
+                    "session_vector(local, global_), which LLM4SBR's residual fusion needs; "
+                    "define it or use fusion: paper"
+                )
+            return backbone.session_vector(local, global_)
+        return COMBINE_FUNCTIONS[self.name](backbone, local, global_)
 
 
 def backbone_regularization(backbone):

@@ -1,0 +1,131 @@
+"""Data with a planted semantic signal, and an oracle LLM server that knows it.
+
+Session samples whose target is drawn uniformly at random, independently of the items before
+it: no model can predict it from item ids. The oracle, an OpenAI-compatible server on the
+loopback interface, answers a sample's prompt with the name of that sample's target (or, for a
+share ``1 - accuracy`` of samples, with a random item's name). Intents made from its replies
+carry the target; shuffled or averaged intents carry nothing. A model through which LLM
+semantics reach the ranking must beat its backbone here, and must lose that gain when its
+semantics are shuffled.
+
+    folder, targets = write_planted_sessions(root)        # RecBole benchmark files + .item
+    with OracleServer(targets) as oracle: ...             # llm_base_url=oracle.url
+"""
+
+import json
+import os
+import random
+import re
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+WORDS = [
+    "amber", "basalt", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper",
+    "kelp", "lagoon", "meadow", "nickel", "orchid", "pepper", "quartz", "raven", "saffron",
+    "tundra",
+]  # fmt: skip
+
+
+def item_names(n_items):
+    """Distinct two-word names, item token ``i`` (1-based) -> name."""
+    pairs = [f"{a} {b}" for a in WORDS for b in WORDS if a != b]
+    return {str(i): pairs[(i * 37) % len(pairs)] for i in range(1, n_items + 1)}
+
+
+def write_planted_sessions(
+    root, name="planted", n_items=40, samples=(900, 150, 150), prefix_lengths=(2, 4), seed=0
+):
+    """Write ``root/name/name.{train,valid,test}.inter`` and ``name.item``.
+
+    Every sample is its own session with a distinct prefix, so the oracle can recognise it.
+    Returns the dataset folder and ``{prefix tuple of item tokens: target token}``.
+    """
+    rng = random.Random(seed)
+    tokens = [str(i) for i in range(1, n_items + 1)]
+    targets, parts = {}, []
+    for count in samples:
+        rows = []
+        while len(rows) < count:
+            prefix = tuple(rng.sample(tokens, rng.randint(*prefix_lengths)))
+            if prefix in targets:
+                continue
+            target = rng.choice([t for t in tokens if t not in prefix])
+            targets[prefix] = target
+            rows.append((prefix, target))
+        parts.append(rows)
+    folder = os.path.join(root, name)
+    os.makedirs(folder, exist_ok=True)
+    session = 0
+    for part, rows in zip(("train", "valid", "test"), parts):
+        with open(os.path.join(folder, f"{name}.{part}.inter"), "w", encoding="utf-8") as f:
+            f.write("session_id:token\titem_id_list:token_seq\titem_id:token\n")
+            for prefix, target in rows:
+                session += 1
+                f.write(f"{session}\t{' '.join(prefix)}\t{target}\n")
+    names = item_names(n_items)
+    with open(os.path.join(folder, f"{name}.item"), "w", encoding="utf-8") as f:
+        f.write("item_id:token\titem_name:token_seq\n")
+        for token in tokens:
+            f.write(f"{token}\t{names[token]}\n")
+    return folder, targets
+
+
+#: session settings for the planted files (as the session YAMLs set them for real data)
+PLANTED_CONFIG = {
+    "USER_ID_FIELD": "session_id",
+    "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
+    "alias_of_item_id": ["item_id_list"],
+    "benchmark_filename": ["train", "valid", "test"],
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "text_fields": ["item_name"],
+    "prompt_max_items": 10,
+}
+
+LISTED_ITEM = re.compile(r"^\d+\. .*_(\S+)$", re.MULTILINE)
+
+
+class OracleServer:
+    """A loopback OpenAI-compatible server that answers LLM4SBR prompts with the target's name
+    (for a share ``accuracy`` of prefixes, chosen by a seeded draw; a random name otherwise)."""
+
+    def __init__(self, targets, n_items=40, accuracy=0.8, seed=0):
+        names = item_names(n_items)
+        rng = random.Random(seed)
+        self.answers = {
+            prefix: names[target] if rng.random() < accuracy else names[rng.choice(list(names))]
+            for prefix, target in sorted(targets.items())
+        }
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests += 1
+                prefix = tuple(LISTED_ITEM.findall(body["messages"][-1]["content"]))
+                answer = server.answers.get(prefix, "no idea")
+                payload = {
+                    "choices": [{"message": {"role": "assistant", "content": answer}}],
+                    "usage": {"prompt_tokens": 10, "completion_tokens": 2},
+                }
+                data = json.dumps(payload).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
