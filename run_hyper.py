@@ -3,7 +3,8 @@
     python run_hyper.py --model=EIMF --dataset=ml-100k --params_file=sweeps/eimf.yaml --algo=grid
 
 See recbole_llm/hyper.py for the file format; --output_file gets a Markdown table of the
-trials and <output stem>.best.yaml the best configuration.
+trials and <output stem>.best.yaml the best configuration. Any other --key=value (e.g.
+--epochs=20) is a config value of every trial.
 """
 
 from recbole_llm.hyper import main

@@ -12,6 +12,10 @@ RecBole's own line format (``name type value``) is read too; there ``loguniform`
 the YAML form takes the real bounds. Algorithms: ``grid`` (a deterministic walk over every
 combination of ``choice`` values, in file order), ``exhaustive``, ``random`` and ``bayes``
 (RecBole's HyperTuning on hyperopt), or ray tune with ``--tool=ray``.
+
+On the command line every other ``--key=value`` is a fixed config value of every trial
+(``--epochs=1``), typed as RecBole types its command line (:func:`config_value`), and is
+written into the best config.
 """
 
 import itertools
@@ -244,15 +248,30 @@ def run_sweep(
     output_file="hyper.md",
     tool="hyperopt",
     objective=None,
+    config_dict=None,
 ):
-    """Run a sweep; returns the list of trials (params, valid score, valid and test results)."""
+    """Run a sweep; returns the trials (params, valid score, valid and test results), the
+    Markdown report and the path of the best config.
+
+    ``config_dict`` holds fixed config values of every trial (they go to each trial's
+    ``config_dict``, so ray's workers get them too, and into the best config); a key may not be
+    both fixed there and swept in ``params_file``.
+    """
     from recbole_llm.quick_start import objective_function
 
     if algo not in ALGORITHMS:
         raise SweepError(f"--algo must be one of {', '.join(ALGORITHMS)}, got '{algo}'")
     params = load_params_file(params_file)
+    config_dict = dict(config_dict or {})
+    both = [p.name for p in params if p.name in config_dict]
+    if both:
+        fixed_to = ", ".join(f"{name}={config_dict[name]!r}" for name in both)
+        raise SweepError(
+            f"{', '.join(both)}: swept in '{params_file}' and also fixed ({fixed_to}, e.g. "
+            "by --key=value); drop it from the sweep file or from the fixed values."
+        )
     objective = objective or objective_function
-    fixed = {"model": model, "dataset": dataset}
+    fixed = {**config_dict, "model": model, "dataset": dataset}
     trials = []
 
     def run_trial(values):
@@ -296,15 +315,18 @@ def run_sweep(
         )
         tuner.run()
     bigger = trials[0]["bigger"] if trials else True
-    valid_metric = _valid_metric(model, dataset, config_files)
+    valid_metric = _valid_metric(model, dataset, config_files, config_dict)
     report, best_path = write_outputs(trials, output_file, fixed, valid_metric, bigger)
     return trials, report, best_path
 
 
-def _valid_metric(model, dataset, config_files):
+def _valid_metric(model, dataset, config_files, config_dict):
     from recbole_llm.config import Config
 
-    return Config(model=model, dataset=dataset, config_file_list=config_files)["valid_metric"]
+    config = Config(
+        model=model, dataset=dataset, config_file_list=config_files, config_dict=config_dict
+    )
+    return config["valid_metric"]
 
 
 def _run_ray(params, max_evals, record_trial):
@@ -364,26 +386,104 @@ def _run_ray(params, max_evals, record_trial):
     return trials
 
 
-def main(argv=None):
-    """``python run_hyper.py --model=EIMF --params_file=sweeps/eimf.yaml --algo=grid``."""
+_INT = re.compile(r"[-+]?\d+")
+_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
+
+
+def config_value(text):
+    """A command-line value typed as RecBole types its command line, without ``eval``.
+
+    ``1`` -> 1, ``1e-3`` -> 0.001, ``True``/``false`` -> bools, ``None`` -> None, ``[5,20]`` or
+    ``{a: 1}`` -> what YAML reads (the string itself if YAML cannot read it); anything else
+    stays a string (``--intent_views=[normal]`` becomes a list either way).
+    """
+    if text == "None":
+        return None
+    if text.lower() in ("true", "false"):
+        return text.lower() == "true"
+    if _INT.fullmatch(text):
+        return int(text)
+    if _FLOAT.fullmatch(text):
+        return float(text)
+    if text[:1] in ("[", "{"):
+        try:
+            return yaml.safe_load(text)
+        except yaml.YAMLError:
+            return text
+    return text
+
+
+def fixed_values(extra_args, source="the command line"):
+    """``--key=value`` arguments -> ``{key: typed value}`` (:func:`config_value`)."""
+    values = {}
+    for arg in extra_args:
+        key, equals, text = arg[2:].partition("=")
+        if not arg.startswith("--") or not equals or not key:
+            hint = f"--{arg.lstrip('-')}=VALUE" if arg.startswith("-") else "--key=value"
+            raise SweepError(
+                f"Unexpected argument {arg!r} on {source}: a config value for every trial is "
+                f"written as one argument {hint} (e.g. --epochs=1, not --epochs 1)."
+            )
+        value = config_value(text)
+        if key in values and values[key] != value:
+            raise SweepError(f"--{key} is given twice on {source}, with different values.")
+        values[key] = value
+    return values
+
+
+def build_parser():
+    """run_hyper.py's parser; other ``--key=value`` arguments are config keys of every trial."""
     import argparse
-    import sys
 
     parser = argparse.ArgumentParser(
-        description="Sweep hyper-parameters of a recbole_llm or RecBole model."
+        description="Sweep hyper-parameters of a recbole_llm or RecBole model.",
+        epilog="Example sweeps: sweeps/*.yaml and sweeps/sasrec.hyper (RecBole's line format). "
+        "Any other --key=value sets that config key for every trial (e.g. --epochs=1) and is "
+        "written into the best config.",
+        allow_abbrev=False,  # --data=... is a config key, not an abbreviation of --dataset
     )
-    parser.add_argument("--model", "-m", default="EIMF")
-    parser.add_argument("--dataset", "-d", default=None)
+    parser.add_argument("--model", "-m", default="EIMF", help="model class name (default: EIMF)")
+    parser.add_argument(
+        "--dataset", "-d", default=None, help="dataset (default: the model's, or ml-100k)"
+    )
     parser.add_argument(
         "--params_file", required=True, help="YAML sweep or RecBole line-format file"
     )
-    parser.add_argument("--algo", default="grid", choices=ALGORITHMS)
-    parser.add_argument("--max_evals", type=int, default=10, help="trials for random/bayes/ray")
+    parser.add_argument(
+        "--algo",
+        default="grid",
+        choices=ALGORITHMS,
+        help="grid: every combination of choice values; exhaustive, random, bayes: RecBole's "
+        "HyperTuning (default: grid)",
+    )
+    parser.add_argument(
+        "--max_evals", type=int, default=10, help="trials for random/bayes/ray (default: 10)"
+    )
     parser.add_argument("--config_files", default=None, help="space-separated fixed config files")
-    parser.add_argument("--output_file", default="hyper.md", help="Markdown table of the trials")
-    parser.add_argument("--tool", default="hyperopt", choices=["hyperopt", "ray"])
-    args, _ = parser.parse_known_args(argv)
-    sys.argv = sys.argv[:1]  # RecBole's Config must not read our flags as config keys
+    parser.add_argument(
+        "--output_file",
+        default="hyper.md",
+        help="Markdown table of the trials; the best config goes to <stem>.best.yaml "
+        "(default: hyper.md)",
+    )
+    parser.add_argument(
+        "--tool",
+        default="hyperopt",
+        choices=["hyperopt", "ray"],
+        help="ray: run the trials as ray tune trials (default: hyperopt)",
+    )
+    return parser
+
+
+def main(argv=None):
+    """``python run_hyper.py --model=EIMF --params_file=sweeps/eimf.yaml --algo=grid
+    --epochs=20``: every ``--key=value`` that is not one of our flags is fixed for every trial.
+    """
+    import sys
+
+    args, extra = build_parser().parse_known_args(argv)
+    config_dict = fixed_values(extra)
+    sys.argv = sys.argv[:1]  # RecBole's Config must not read our flags; the rest is config_dict
     config_files = args.config_files.split() if args.config_files else None
     trials, report, best_path = run_sweep(
         args.model,
@@ -394,6 +494,7 @@ def main(argv=None):
         config_files=config_files,
         output_file=args.output_file,
         tool=args.tool,
+        config_dict=config_dict,
     )
     print(report)
     print(f"trials: {args.output_file}; best config: {best_path}")

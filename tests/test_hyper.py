@@ -5,7 +5,17 @@ import math
 import pytest
 import yaml
 
-from recbole_llm.hyper import Param, SweepError, grid, load_params_file, params_dict, run_sweep
+from recbole_llm import hyper
+from recbole_llm.hyper import (
+    Param,
+    SweepError,
+    config_value,
+    grid,
+    load_params_file,
+    main,
+    params_dict,
+    run_sweep,
+)
 
 
 def write(tmp_path, name, text):
@@ -131,3 +141,128 @@ def test_ray_tune_sweep_returns_its_trials(tmp_path, fast_config, monkeypatch):
     assert all(set(t["test"]) >= {"ndcg@10"} for t in trials)
     assert yaml.safe_load(open(best_path))["model"] == "Pop"
     assert (tmp_path / "ray_log").is_dir()
+
+
+def fake_objective(calls):
+    """An objective that records each trial's config_dict; the score is the dropout."""
+
+    def objective(config_dict, config_file_list=None, saved=False):
+        calls.append(dict(config_dict))
+        score = config_dict["hidden_dropout_prob"]
+        return {
+            "best_valid_score": score,
+            "best_valid_result": {"ndcg@10": score},
+            "test_result": {"ndcg@10": score},
+            "valid_score_bigger": True,
+        }
+
+    return objective
+
+
+def test_command_line_key_values_are_fixed_for_every_trial_and_in_the_best_config(
+    tmp_path, monkeypatch
+):
+    """run_hyper.py used to drop every --key=value: a sweep trained RecBole's default epochs."""
+    import recbole_llm.quick_start
+
+    calls = []
+    monkeypatch.setattr(recbole_llm.quick_start, "objective_function", fake_objective(calls))
+    sweep = write(tmp_path, "s.yaml", "hidden_dropout_prob: {choice: [0.2, 0.5]}\n")
+    output = str(tmp_path / "out.md")
+    argv = [
+        "--model=Pop",
+        "--dataset=synth",
+        f"--params_file={sweep}",
+        f"--output_file={output}",
+        "--epochs=1",
+        "--learning_rate=0.01",
+        "--weight_decay=1e-4",
+        "--show_progress=False",
+        "--valid_metric=NDCG@10",
+        "--metrics=[Recall, NDCG]",
+    ]
+    trials = main(argv)
+    assert [c["hidden_dropout_prob"] for c in calls] == [0.2, 0.5]
+    for config_dict in calls:
+        assert config_dict["epochs"] == 1 and type(config_dict["epochs"]) is int
+        assert config_dict["learning_rate"] == 0.01 and config_dict["weight_decay"] == 1e-4
+        assert config_dict["show_progress"] is False
+        assert config_dict["metrics"] == ["Recall", "NDCG"]
+        assert config_dict["model"] == "Pop" and config_dict["dataset"] == "synth"
+    assert len(trials) == 2
+    assert "valid NDCG@10" in open(output).read(), "the table names the command line's metric"
+    best = yaml.safe_load(open(tmp_path / "out.best.yaml"))
+    assert best["epochs"] == 1 and best["learning_rate"] == 0.01
+    assert best["hidden_dropout_prob"] == 0.5 and best["valid_metric"] == "NDCG@10"
+
+
+@pytest.mark.parametrize(
+    "text, value",
+    [
+        ("1", 1),
+        ("-3", -3),
+        ("0.01", 0.01),
+        ("1e-3", 0.001),
+        ("True", True),
+        ("false", False),
+        ("None", None),
+        ("[5,20]", [5, 20]),
+        ("{RS: [0.8, 0.1, 0.1]}", {"RS": [0.8, 0.1, 0.1]}),
+        ("[normal]", ["normal"]),
+        ("NDCG@10", "NDCG@10"),
+        ("yes", "yes"),
+        ("__import__('os')", "__import__('os')"),
+        ("[unclosed", "[unclosed"),
+    ],
+)
+def test_command_line_values_are_typed_without_eval(text, value):
+    assert config_value(text) == value and type(config_value(text)) is type(value)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--epochs", "1"], r"Unexpected argument '--epochs'.*--epochs=VALUE"),
+        (["stray"], r"Unexpected argument 'stray'.*--key=value"),
+        (["--epochs=1", "--epochs=2"], r"--epochs is given twice"),
+    ],
+)
+def test_extra_arguments_must_be_key_equals_value(tmp_path, extra, message, monkeypatch):
+    monkeypatch.setattr(hyper, "run_sweep", lambda *a, **k: pytest.fail("must not run"))
+    sweep = write(tmp_path, "s.yaml", "hidden_dropout_prob: {choice: [0.2]}\n")
+    with pytest.raises(SweepError, match=message):
+        main(["--model=Pop", f"--params_file={sweep}", *extra])
+
+
+def test_a_key_both_swept_and_fixed_is_an_error(tmp_path, monkeypatch):
+    import recbole_llm.quick_start
+
+    calls = []
+    monkeypatch.setattr(recbole_llm.quick_start, "objective_function", fake_objective(calls))
+    sweep = write(tmp_path, "s.yaml", "learning_rate: {choice: [0.001, 0.01]}\n")
+    with pytest.raises(SweepError, match=r"learning_rate: swept in '.*s\.yaml' and also fixed"):
+        main(["--model=Pop", f"--params_file={sweep}", "--learning_rate=0.01"])
+    assert calls == []
+
+
+def test_run_hyper_trains_with_the_command_line_values(tmp_path, fast_config):
+    """End to end through RecBole: topk and valid_metric from the command line reach training."""
+    settings = {k: v for k, v in fast_config.items() if k != "epochs"}
+    fixed = write(tmp_path, "fixed.yaml", yaml.safe_dump(settings))
+    sweep = write(tmp_path, "s.yaml", "learning_rate: {choice: [0.01]}\n")
+    output = str(tmp_path / "pop.md")
+    (trial,) = main(
+        [
+            "--model=Pop",
+            "--dataset=synth",
+            f"--params_file={sweep}",
+            f"--config_files={fixed}",
+            f"--output_file={output}",
+            "--epochs=1",
+            "--topk=[5]",
+            "--valid_metric=NDCG@5",
+        ]
+    )
+    assert set(trial["test"]) == {"recall@5", "mrr@5", "ndcg@5", "hit@5", "precision@5"}
+    best = yaml.safe_load(open(tmp_path / "pop.best.yaml"))
+    assert best["epochs"] == 1 and best["topk"] == [5] and best["valid_metric"] == "NDCG@5"
