@@ -87,14 +87,35 @@ class SemanticInterestModule(nn.Module):
         return readout, target_text, mask
 
 
-def info_nce(anchors, positives, temperature):
-    """In-batch InfoNCE on cosine similarities, one direction (as the official code)."""
+def info_nce(anchors, positives, temperature, keys=None):
+    """In-batch InfoNCE on cosine similarities, one direction (as the official code).
+
+    With ``keys`` ``[B]`` it is multi-positive: every column whose key equals the row's (the
+    same typical user, the same target item) is a positive, ``-log(sum_pos exp / sum_all exp)``.
+    The official form treats such duplicates as negatives: a batch of 512 users with 31-41
+    distinct typical users then has a floor of about 4 nats, and the loss teaches nothing.
+    """
     logits = F.normalize(anchors, dim=-1) @ F.normalize(positives, dim=-1).T / temperature
-    return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
+    if keys is None:
+        return F.cross_entropy(logits, torch.arange(len(anchors), device=anchors.device))
+    same = keys.unsqueeze(1) == keys.unsqueeze(0)
+    log_all = torch.logsumexp(logits, dim=1)
+    log_positive = torch.logsumexp(logits.masked_fill(~same, float("-inf")), dim=1)
+    return (log_all - log_positive).mean()
 
 
 def cosine_distance(a, b):
     return (1.0 - F.cosine_similarity(a, b, dim=-1)).mean()
+
+
+SEMANTIC_TARGETS = ("text", "id")
+SEMANTIC_CONTROLS = ("none", "target_text", "item_align_only")
+
+
+def _choice(key, value, allowed):
+    if value not in allowed:
+        raise ValueError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
+    return value
 
 
 class EIMF(SequentialRecommender):
@@ -106,6 +127,21 @@ class EIMF(SequentialRecommender):
     cosine terms between the behavioural and the semantic readout, and between the target's
     ID embedding and its text). Users without semantics are left out of both. Inference uses
     the backbone alone: no semantic input, no LLM.
+
+    Where we differ from the official code, each reachable by config:
+
+    - ``multi_positive: True``: in-batch InfoNCE counts every column of the same typical user
+      (user term) or the same target item (item term) as a positive (:func:`info_nce`).
+    - ``semantic_targets: id``: the semantic readout is scored against the backbone's item ID
+      embeddings instead of the items' projected texts, so the semantic-prediction loss reaches
+      the backbone (with ``text`` and frozen item texts its gradient there is exactly 0;
+      ``freeze_item_text: False`` is the official code's indirect coupling, a trainable
+      item-text table shared with the item alignment).
+
+    Controls that can fail (``semantic_control``): ``target_text`` replaces the readout of the
+    user's LLM interests by the target's own projected text (no user semantics at all);
+    ``item_align_only`` keeps only the item alignment (ID embedding against its text). A gain
+    counts for the LLM only where it beats both.
     """
 
     input_type = InputType.POINTWISE
@@ -119,6 +155,13 @@ class EIMF(SequentialRecommender):
         self.align_mix = config["align_mix"]  # user InfoNCE, item InfoNCE, user cos, item cos
         if len(self.align_mix) != 4:
             raise ValueError(f"align_mix needs 4 weights, got {self.align_mix}")
+        self.multi_positive = config["multi_positive"]  # duplicates are positives, not negatives
+        self.semantic_targets = _choice(
+            "semantic_targets", config["semantic_targets"], SEMANTIC_TARGETS
+        )  # classes of the semantic-prediction loss: item texts or the backbone's item ids
+        self.semantic_control = _choice(
+            "semantic_control", config["semantic_control"], SEMANTIC_CONTROLS
+        )  # LLM-free controls
 
         backbone_name = config["backbone"]
         if backbone_name == "EIMF":
@@ -167,29 +210,42 @@ class EIMF(SequentialRecommender):
                 "EIMF needs its semantic files to train with semantic_weight or align_weight "
                 "> 0; build the dataset with semantics (semantics_required: True)."
             )
+        item_align_only = self.semantic_control == "item_align_only"
+        semantic_weight = 0.0 if item_align_only else self.semantic_weight
         # every item's projected text, once per batch, when the prediction loss needs it
-        table = self.semantic.item_table() if self.semantic_weight else None
-        semantic_readout, target_text, mask = self.semantic(
-            interaction[INTEREST_ROW], target_items, item_table=table
-        )
+        table = self.semantic.item_table() if semantic_weight else None
+        rows = interaction[INTEREST_ROW]
+        semantic_readout, target_text, mask = self.semantic(rows, target_items, item_table=table)
         valid = mask.any(dim=1)
+        user_keys = rows
+        if self.semantic_control == "target_text":
+            semantic_readout, valid, user_keys = target_text, torch.ones_like(valid), target_items
         losses = []
-        if self.semantic_weight:
+        if semantic_weight:
             loss = behaviour_readout.new_zeros(())
             if valid.any():
-                logits = semantic_readout[valid] @ table.T
+                classes = (
+                    table
+                    if self.semantic_targets == "text"
+                    else self.behaviour.item_embedding.weight
+                )
+                logits = semantic_readout[valid] @ classes.T
                 logits[:, 0] = float("-inf")
                 loss = F.cross_entropy(logits, target_items[valid])
-            losses.append(self.semantic_weight * loss)
+            losses.append(semantic_weight * loss)
         if self.align_weight:
             user_nce = user_cos = behaviour_readout.new_zeros(())
-            if valid.any():
+            if valid.any() and not item_align_only:
                 user_nce = info_nce(
-                    behaviour_readout[valid], semantic_readout[valid], self.temperature
+                    behaviour_readout[valid],
+                    semantic_readout[valid],
+                    self.temperature,
+                    keys=user_keys[valid] if self.multi_positive else None,
                 )
                 user_cos = cosine_distance(behaviour_readout[valid], semantic_readout[valid])
             id_emb = self.behaviour.item_embedding(target_items)
-            item_nce = info_nce(id_emb, target_text, self.temperature)
+            item_keys = target_items if self.multi_positive else None
+            item_nce = info_nce(id_emb, target_text, self.temperature, keys=item_keys)
             item_cos = cosine_distance(id_emb, target_text)
             mix = self.align_mix
             alignment = (
