@@ -248,3 +248,18 @@ def test_user_info_nce_falls_well_below_its_start_in_training(eimf_config):
     # measured: 1.60 -> 0.71 after 20 epochs; the official form (duplicates as negatives) stays
     # above 5.1 from 5.56 on the same batches
     assert end < 0.6 * start, (start, end)
+
+
+def test_probe_signal_measures_each_terms_share_of_the_backbone_gradient(eimf_config):
+    sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+    import probe_signal
+
+    shares = {}
+    for targets in ("text", "id"):
+        _, model, train, _, _ = build(dict(eimf_config, semantic_targets=targets))
+        shares[targets] = probe_signal.gradient_shares(model, train, batches=2)
+    names = {"recommendation", "backbone regulariser", "semantic prediction", "alignment"}
+    assert set(shares["text"]) == names  # REMI, the default backbone, has a regulariser
+    assert shares["text"]["semantic prediction"] == 0  # frozen text targets: never the backbone
+    assert shares["id"]["semantic prediction"] > 0.05
+    assert all(abs(sum(s.values()) - 1) < 1e-6 for s in shares.values())

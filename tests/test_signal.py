@@ -6,12 +6,19 @@ that margin when its intents are shuffled across sessions or replaced by their m
 training and at inference.
 """
 
+import os
+import sys
+
 import pytest
 import torch
+from conftest import REPO
 from planted import PLANTED_CONFIG, OracleServer, write_planted_sessions
 
 from recbole_llm.config import Config
 from recbole_llm.quick_start import train_and_test
+
+sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+import probe_signal  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -85,6 +92,15 @@ def test_llm4sbr_gains_from_planted_intents_and_loses_it_under_controls(planted,
         [len(set(a.tolist()) & set(b.tolist())) / 10 for a, b in zip(real_lists, shuffled_lists)]
     )
     assert overlap.mean() < 0.6, overlap.mean()
+    model.intent_control, model.control_phase = "none", "both"
+
+    # benchmarks/probe_signal.py reports the same on any checkpoint
+    rows = probe_signal.inference_controls(model, test_data)
+    assert rows["real"][0] > rows["shuffle"][0] + 0.25 and rows["real"][0] > rows["mean"][0] + 0.25
+    assert rows["shuffle"][1] < 0.6 and (model.intent_control, model.control_phase) == (
+        "none",
+        "both",
+    )
 
     # the paper's fusion, where unnormalised views drown the intents, gains far less
     paper, _, _ = train("LLM4SBR", dict(base, fusion="paper", global_pool="sum"), tmp_path)
