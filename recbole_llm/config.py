@@ -172,11 +172,19 @@ class Config(RecBoleConfig):
 
     def _check_valid_metric(self):
         """Fail now, not after the first epoch (RecBole's KeyError), if ``valid_metric`` is not
-        among the metrics that will be computed."""
+        among the metrics that will be computed. With ``mask_history`` on, the masked ones
+        (``masked_ndcg@10``: the prefix the trainer's ``MASKED_PREFIX`` adds) are computed too."""
         final = self.final_config_dict
         metrics = [m.lower() for m in final["metrics"]]
         computed = set(metrics) | {f"{m}@{k}" for m in metrics for k in final["topk"]}
         valid_metric = final["valid_metric"].lower()
+        if final.get("mask_history") is True:
+            computed |= {f"masked_{m}" for m in computed}
+        elif valid_metric.startswith("masked_") and valid_metric[len("masked_") :] in computed:
+            raise ValueError(
+                f"valid_metric '{final['valid_metric']}' is computed with history masked; "
+                f"set mask_history: True, or choose '{final['valid_metric'][len('masked_'):]}'."
+            )
         if valid_metric not in computed:
             raise ValueError(
                 f"valid_metric '{final['valid_metric']}' is not computed: metrics "

@@ -3,6 +3,8 @@
 :func:`with_compat` mixes :class:`CompatTrainerMixin` into whatever trainer class RecBole (or a
 model of ours) picks, so every model trained through our entry points gets the same fixes and
 nothing outside those trainers is patched.
+
+The same trainers evaluate with ``mask_history``: see :meth:`CompatTrainerMixin.evaluate`.
 """
 
 import contextlib
@@ -15,13 +17,17 @@ import time
 
 import numpy as np
 import torch
-from recbole.evaluator import Evaluator
+from recbole.data.dataloader import FullSortEvalDataLoader
+from recbole.evaluator import Collector, Evaluator
 from recbole.evaluator.base_metric import TopkMetric
 from recbole.trainer import Trainer
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_llm.compat import load_checkpoint
 from recbole_llm.data.prepare import atomic_write
+
+#: Prefix of the result keys and per-user metric names evaluated with ``mask_history``.
+MASKED_PREFIX = "masked_"
 
 try:
     import fcntl
@@ -122,9 +128,12 @@ class CompatTrainerMixin:
       is written there, atomically, after each validation; a later run of the same config
       resumes from it and ends bit for bit where an uninterrupted run would (see :meth:`fit`).
 
+    - ``mask_history``: full-ranking evaluation also ranks without the items each sample had
+      already interacted with (see :meth:`evaluate`).
+
     It also records what benchmarks need: seconds per training epoch (``epoch_seconds``),
-    seconds of the last evaluation (``eval_seconds``) and per-user metric values
-    (:meth:`per_user_metrics`).
+    seconds of the last evaluation (``eval_seconds``, of which ``mask_seconds`` went to the
+    masked copy) and per-user metric values (:meth:`per_user_metrics`).
     """
 
     def __init__(self, config, model):
@@ -140,8 +149,14 @@ class CompatTrainerMixin:
             self.distributed_model = DistributedDataParallel(self.model)
         if isinstance(getattr(self, "evaluator", None), Evaluator):
             self.evaluator = RecordingEvaluator(config)
+        self.masked_evaluator = None  # evaluates the masked copy of each ranking
+        if config["mask_history"] and hasattr(self, "eval_collector"):
+            self.masked_collector = Collector(config)
+            self.masked_evaluator = RecordingEvaluator(config)
+        self._masking = None  # the evaluation in progress, while masking
         self.epoch_seconds = []
         self.eval_seconds = None
+        self.mask_seconds = None
         self.resumed_at = []  # epochs this run resumed at (``training_state_file``)
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
@@ -271,8 +286,13 @@ class CompatTrainerMixin:
         return state["finished"]
 
     def per_user_metrics(self):
-        """Per-user values of the top-k metrics of the last evaluation (see RecordingEvaluator)."""
-        return self.evaluator.per_user()
+        """Per-user values of the top-k metrics of the last evaluation (see RecordingEvaluator),
+        with ``mask_history`` also those of the masked ranking, under ``masked_`` names."""
+        values = self.evaluator.per_user()
+        if self.masked_evaluator is not None and self.masked_evaluator.last_struct is not None:
+            masked = self.masked_evaluator.per_user()
+            values.update({MASKED_PREFIX + name: v for name, v in masked.items()})
+        return values
 
     def _agreed_checkpoint_file(self, model_file):
         if model_file:
@@ -295,15 +315,91 @@ class CompatTrainerMixin:
         self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
 
     def evaluate(self, eval_data, load_best_model=True, model_file=None, show_progress=False):
-        """RecBole's evaluate; the best-model load goes through :meth:`load_best_model`."""
+        """RecBole's evaluate; the best-model load goes through :meth:`load_best_model`.
+
+        With ``mask_history`` on, a full-ranking evaluation computes every metric twice in one
+        pass: each batch's score matrix (one forward pass) is evaluated as RecBole does, under
+        RecBole's keys (``ndcg@10``), and a copy of it with the row's history items set to
+        ``-inf`` is evaluated under ``masked_`` keys (``masked_ndcg@10``; ``valid_metric`` may
+        name one). A row's history is what the loader's
+        :class:`~recbole_llm.data.utils.EvalHistory` holds: for sequential models every item
+        the user (for session data, the session) had before the target, however long ago; for
+        general models the user's items in the earlier splits, which RecBole already masks
+        unless ``repeatable`` is on (there the masked keys repeat the unmasked values). A
+        target is never masked: with repeat consumption, a target that is also in the history
+        keeps its score.
+        """
         if eval_data and load_best_model:
             self.load_best_model(model_file)
         start = time.perf_counter()
-        result = super().evaluate(
-            eval_data, load_best_model=False, model_file=model_file, show_progress=show_progress
-        )
+        self._masking = self._start_masking(eval_data)
+        try:
+            result = super().evaluate(
+                eval_data, load_best_model=False, model_file=model_file, show_progress=show_progress
+            )
+            if self._masking is not None and result is not None:
+                result.update(self._masked_result())
+        finally:
+            self._masking = None
         self.eval_seconds = time.perf_counter() - start
         return result
+
+    def _start_masking(self, eval_data):
+        """The masking state of an evaluation about to run, or None if it masks nothing."""
+        if self.masked_evaluator is None:
+            return None
+        self.masked_evaluator.last_struct = None  # per-user values belong to one evaluation
+        self.mask_seconds = 0.0
+        if not eval_data or not isinstance(eval_data, FullSortEvalDataLoader):
+            return None
+        history = getattr(eval_data, "eval_history", None)
+        if history is None:
+            raise ValueError(
+                "mask_history: this evaluation loader has no eval_history; build the loaders "
+                "with recbole_llm.data.utils.data_preparation"
+            )
+        # the masked collector sees the same data-level facts (item counts, ...) as RecBole's
+        for key, value in self.eval_collector.data_struct._data_dict.items():
+            if key.startswith("data."):
+                self.masked_collector.data_struct.set(key, value)
+        # sequential rows are keyed by their position in the loader's dataset, in the order
+        # its sampler gives them (a distributed sampler gives each process its share)
+        order = None if history.by_user else torch.as_tensor(list(eval_data.sampler))
+        return {"history": history, "order": order, "done": 0, "num_sample": 0}
+
+    def _full_sort_batch_eval(self, batched_data):
+        interaction, scores, positive_u, positive_i = super()._full_sort_batch_eval(batched_data)
+        masking = self._masking
+        if masking is None:
+            return interaction, scores, positive_u, positive_i
+        if scores.is_cuda:  # time the masked copy alone
+            torch.cuda.synchronize(scores.device)
+        start = time.perf_counter()
+        history = masking["history"]
+        if history.by_user:
+            keys = interaction[self.config["USER_ID_FIELD"]]
+        else:
+            keys = masking["order"][masking["done"] : masking["done"] + len(interaction)]
+        masking["done"] += len(interaction)
+        masking["num_sample"] += len(batched_data)  # as RecBole counts, for _map_reduce
+        rows, items = history.index(keys)
+        masked = scores.clone()
+        masked[rows.to(scores.device), items.to(scores.device)] = -np.inf
+        masked[positive_u, positive_i] = scores[positive_u, positive_i]  # targets stay
+        self.masked_collector.eval_batch_collect(masked, interaction, positive_u, positive_i)
+        if scores.is_cuda:
+            torch.cuda.synchronize(scores.device)
+        self.mask_seconds += time.perf_counter() - start
+        return interaction, scores, positive_u, positive_i
+
+    def _masked_result(self):
+        start = time.perf_counter()
+        self.masked_collector.model_collect(self.model)
+        result = self.masked_evaluator.evaluate(self.masked_collector.get_data_struct())
+        if not self.config["single_spec"]:
+            result = self._map_reduce(result, self._masking["num_sample"])
+        self.mask_seconds += time.perf_counter() - start
+        return {MASKED_PREFIX + name: value for name, value in result.items()}
 
     def resume_checkpoint(self, resume_file):
         """Resume training from a checkpoint (RecBole's logic, loading with weights_only=False)."""
