@@ -44,18 +44,30 @@ import numpy as np
 import yaml
 
 from recbole_llm.data.prepare import atomic_write
+from recbole_llm.errors import DEBUG_FLAG, DEBUG_HELP, UserError, cli_main, yaml_problem
 
 SCHEMA = 1
 
 
+class SuiteError(UserError):
+    """A suite file that cannot be run; the message names the file and what is wrong."""
+
+
 def load_suite(path):
     """Read and check a suite file; returns a dict with absolute paths and expanded runs."""
+    if not os.path.isfile(path):
+        raise SuiteError(f"Suite file '{path}' does not exist.")
     with open(path, encoding="utf-8") as f:
-        suite = yaml.safe_load(f) or {}
+        try:
+            suite = yaml.safe_load(f) or {}
+        except yaml.YAMLError as err:
+            raise SuiteError(f"Cannot parse suite file '{path}', {yaml_problem(err)}") from err
+    if not isinstance(suite, dict):
+        raise SuiteError(f"Suite file '{path}' must hold a mapping (name, dataset, runs, ...).")
     base = os.path.dirname(os.path.abspath(path))
     for key in ("name", "dataset", "runs"):
         if key not in suite:
-            raise ValueError(f"Suite '{path}' has no '{key}'.")
+            raise SuiteError(f"Suite '{path}' has no '{key}'.")
     suite["path"] = os.path.abspath(path)
     suite["seeds"] = suite.get("seeds") or [2020]
     suite["config_files"] = [
@@ -66,7 +78,7 @@ def load_suite(path):
     for entry in suite["runs"]:
         entry = {"model": entry} if isinstance(entry, str) else dict(entry)
         if "model" not in entry:
-            raise ValueError(f"Suite '{path}': every run needs a model, got {entry}")
+            raise SuiteError(f"Suite '{path}': every run needs a model, got {entry}")
         entry.setdefault("label", entry["model"])
         entry["config"] = entry.get("config") or {}
         entry["seeds"] = entry.get("seeds") or suite["seeds"]  # a costly row may run fewer
@@ -74,14 +86,14 @@ def load_suite(path):
     labels = [r["label"] for r in runs]
     duplicates = {label for label in labels if labels.count(label) > 1}
     if duplicates:
-        raise ValueError(f"Suite '{path}': labels must be unique, repeated: {sorted(duplicates)}")
+        raise SuiteError(f"Suite '{path}': labels must be unique, repeated: {sorted(duplicates)}")
     for pair in suite.get("comparisons") or []:
         unknown = [label for label in pair if label not in labels]
         if len(pair) != 2 or unknown:
-            raise ValueError(f"Suite '{path}': comparison {pair} must name two run labels")
+            raise SuiteError(f"Suite '{path}': comparison {pair} must name two run labels")
     suite["runs"] = runs
     if suite.get("findings") is not None and not isinstance(suite["findings"], str):
-        raise ValueError(
+        raise SuiteError(
             f"Suite '{path}': findings must be Markdown text, got {suite['findings']!r}"
         )
     report = dict(suite.get("report") or {})
@@ -95,11 +107,11 @@ def load_suite(path):
     # "valid": a report for choosing settings, which must never show test results
     report.setdefault("split", "test")
     if report["split"] not in ("test", "valid"):
-        raise ValueError(
+        raise SuiteError(
             f"Suite '{path}': report.split must be test or valid, got {report['split']}"
         )
     if report["split"] == "valid" and suite.get("comparisons"):
-        raise ValueError(
+        raise SuiteError(
             f"Suite '{path}': paired comparisons need per-user results, which runs keep for the "
             "test set only; a report with split: valid cannot have comparisons"
         )
@@ -668,7 +680,12 @@ def write_report(suite, rows):
 
 
 def main(argv=None):
-    """``python benchmarks/run_suite.py SUITE [--only LABEL ...] [--report-only]``."""
+    """``python benchmarks/run_suite.py SUITE [--only LABEL ...] [--report-only]``; a user error
+    ends it with one line ``error: ...`` and status 2 (``--debug``: the traceback)."""
+    return cli_main(_main, argv)
+
+
+def _main(argv):
     import argparse
 
     parser = argparse.ArgumentParser(description="Run a benchmark suite and write its report.")
@@ -685,6 +702,7 @@ def main(argv=None):
         "--data_path", default=None, help="data root (default: the suite's, else ./dataset)"
     )
     parser.add_argument("--timeout", type=float, default=None, help="seconds per run")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     suite = load_suite(args.suite)
     if args.status:

@@ -1,10 +1,14 @@
 """Command line of run_recbole_llm.py (also installed as ``recbole-llm``).
 
 RecBole's run_recbole.py flags, plus every ``--key=value`` passed through to the config exactly
-as RecBole does (its Config reads them from ``sys.argv``).
+as RecBole does (its Config reads them from ``sys.argv``). A user error (an unknown model, a
+config file that is not YAML, ...) ends it with one line ``error: ...`` on stderr and status 2;
+``--debug`` shows the traceback instead.
 """
 
 import argparse
+
+from recbole_llm.errors import DEBUG_FLAG, DEBUG_HELP, cli_main
 
 
 def build_parser():
@@ -31,16 +35,21 @@ def build_parser():
     parser.add_argument(
         "--refresh", action="store_true", help="with --semantics: regenerate cached LLM replies"
     )
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     return parser
 
 
-OUR_FLAGS = ("--semantics", "--refresh")
+OUR_FLAGS = ("--semantics", "--refresh", DEBUG_FLAG)
 
 
 def main(argv=None):
     """Parse the command line and run; returns the result dict, or the semantic manifest's path
     with ``--semantics`` (None on non-zero ranks, and when an ``llm_shard`` has done its
-    share)."""
+    share). A user error prints ``error: <message>`` and exits with status 2."""
+    return cli_main(_run, argv)
+
+
+def _run(argv):
     from recbole_llm.semantics.llm import ShardDone
 
     try:

@@ -6,7 +6,11 @@ quick-start YAML) < our ``overall.yaml`` < our ``model/<Model>.yaml`` < our
 wraps a backbone (its YAML or the user sets ``backbone``) gets the backbone's YAML files
 underneath its own: RecBole's with RecBole's defaults, ours just before the wrapper's.
 
-Only four hooks are overridden, each for one reason:
+Only five hooks are overridden, each for one reason:
+
+- ``_load_config_files``: read the user's config files as RecBole does, but fail with a
+  :class:`ConfigError` naming the file when one is missing or is not a YAML mapping (RecBole
+  shows a YAML parser traceback that never says which file).
 
 - ``_get_model_and_dataset``: resolve model names through :mod:`recbole_llm.registry`, and
   default the dataset to the one the model YAML names (``default_dataset``), else ml-100k.
@@ -28,6 +32,7 @@ from recbole.utils import ModelType
 
 from recbole_llm import compat, registry
 from recbole_llm.data.prepare import PROPERTIES_OF
+from recbole_llm.errors import UserError, yaml_problem
 
 #: Our keys that change what a dataset contains. A pickled dataset or saved dataloaders are
 #: reused only when these match too (RecBole compares only its own ``dataset_arguments``).
@@ -67,6 +72,28 @@ FALLBACK_DATASET = "ml-100k"
 NAME_LIST_KEYS = ("text_fields", "llm_reply_files", "intent_views")
 
 
+#: RecBole keys that must be numbers. RecBole keeps ``--epochs=abc`` as the string "abc" and
+#: fails only deep inside training; these are checked when the config is built.
+NUMBER_KEYS = {
+    "epochs": int,
+    "train_batch_size": int,
+    "eval_batch_size": int,
+    "stopping_step": int,
+    "eval_step": int,
+    "seed": int,
+    "learning_rate": float,
+    "weight_decay": float,
+}
+
+
+class ConfigError(UserError):
+    """A config file or config value that cannot be used; the message names the file or key."""
+
+
+class MissingConfigKeyError(ConfigError, KeyError):
+    """A key that must be given is missing (also a KeyError, as a missing key is in RecBole)."""
+
+
 def properties_dir():
     """Folder holding our YAML defaults: package data when installed, else the checkout's."""
     package_dir = os.path.dirname(os.path.abspath(__file__))
@@ -81,11 +108,13 @@ def _read_yaml(path, loader):
         try:
             content = yaml.load(f.read(), Loader=loader)
         except yaml.YAMLError as err:
-            raise ValueError(f"Cannot parse YAML file '{path}': {err}") from err
+            raise ConfigError(
+                f"Cannot parse YAML file '{path}', {yaml_problem(err)}; fix the file."
+            ) from err
     if content is None:
         return {}
     if not isinstance(content, dict):
-        raise ValueError(f"YAML file '{path}' must hold a mapping of keys to values.")
+        raise ConfigError(f"YAML file '{path}' must hold a mapping of keys to values.")
     return content
 
 
@@ -101,10 +130,21 @@ class Config(RecBoleConfig):
             config_dict=config_dict,
         )
 
+    def _load_config_files(self, file_list):
+        merged = {}
+        for path in file_list or []:
+            if not os.path.isfile(path):
+                raise ConfigError(
+                    f"Config file '{path}' does not exist (given in --config_files or "
+                    "config_file_list; relative paths are relative to the working directory)."
+                )
+            merged.update(_read_yaml(path, self.yaml_loader))
+        return merged
+
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
             if "model" not in self.external_config_dict:
-                raise KeyError(
+                raise MissingConfigKeyError(
                     "model must be given in one of these ways: the model argument, a config "
                     "file, config_dict or the command line (--model=SASRec)."
                 )
@@ -168,7 +208,21 @@ class Config(RecBoleConfig):
         data_root = final["data_path"]
         super()._set_default_parameters()
         self.final_config_dict["data_path"] = os.path.abspath(os.path.join(data_root, self.dataset))
+        self._check_numbers()
         self._check_valid_metric()
+
+    def _check_numbers(self):
+        """Fail now, naming the key, if a key of :data:`NUMBER_KEYS` is not a number."""
+        for key, kind in NUMBER_KEYS.items():
+            value = self.final_config_dict.get(key)
+            kinds = (int,) if kind is int else (int, float)
+            if value is None or (isinstance(value, kinds) and not isinstance(value, bool)):
+                continue
+            what = "an integer" if kind is int else "a number"
+            raise ConfigError(
+                f"Config key '{key}' must be {what}, got {value!r}; fix it where it is set "
+                f"(a config file, config_dict or --{key}=...)."
+            )
 
     def _check_valid_metric(self):
         """Fail now, not after the first epoch (RecBole's KeyError), if ``valid_metric`` is not
@@ -181,12 +235,12 @@ class Config(RecBoleConfig):
         if final.get("mask_history") is True:
             computed |= {f"masked_{m}" for m in computed}
         elif valid_metric.startswith("masked_") and valid_metric[len("masked_") :] in computed:
-            raise ValueError(
+            raise ConfigError(
                 f"valid_metric '{final['valid_metric']}' is computed with history masked; "
                 f"set mask_history: True, or choose '{final['valid_metric'][len('masked_'):]}'."
             )
         if valid_metric not in computed:
-            raise ValueError(
+            raise ConfigError(
                 f"valid_metric '{final['valid_metric']}' is not computed: metrics "
                 f"{final['metrics']} at topk {final['topk']}. Add it to metrics/topk or choose "
                 f"one of: {', '.join(sorted(computed))}."

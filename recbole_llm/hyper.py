@@ -26,11 +26,13 @@ from dataclasses import dataclass
 
 import yaml
 
+from recbole_llm.errors import DEBUG_FLAG, DEBUG_HELP, UserError, cli_main
+
 KINDS = ("choice", "uniform", "quniform", "loguniform")
 ALGORITHMS = ("grid", "exhaustive", "random", "bayes")
 
 
-class SweepError(ValueError):
+class SweepError(UserError):
     """A sweep file that cannot be used; the message names the file, line or key."""
 
 
@@ -472,13 +474,19 @@ def build_parser():
         choices=["hyperopt", "ray"],
         help="ray: run the trials as ray tune trials (default: hyperopt)",
     )
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     return parser
 
 
 def main(argv=None):
     """``python run_hyper.py --model=EIMF --params_file=sweeps/eimf.yaml --algo=grid
     --epochs=20``: every ``--key=value`` that is not one of our flags is fixed for every trial.
+    A user error ends it with one line ``error: ...`` and status 2 (``--debug``: the traceback).
     """
+    return cli_main(_main, argv)
+
+
+def _main(argv):
     import sys
 
     args, extra = build_parser().parse_known_args(argv)

@@ -18,6 +18,7 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 from recbole_llm import compat, registry
 from recbole_llm.config import Config
 from recbole_llm.data.utils import create_dataset, data_preparation
+from recbole_llm.errors import UserError
 
 
 def _make_output_dirs(config):
@@ -182,7 +183,7 @@ def run_semantics(model, dataset=None, config_file_list=None, config_dict=None, 
     )
     kind = getattr(config.model_class, "semantics", None)
     if kind is None:
-        raise ValueError(
+        raise UserError(
             f"Model {config['model']} uses no LLM semantics; --semantics applies to models that "
             "do (EIMF, LLM4SBR)."
         )

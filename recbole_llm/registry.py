@@ -12,6 +12,7 @@ import os
 import re
 
 from recbole_llm import compat
+from recbole_llm.errors import UserError
 
 _MODEL_PACKAGE = "recbole_llm.model"
 _RECBOLE_MODEL_SUBPACKAGES = (
@@ -24,6 +25,11 @@ _RECBOLE_MODEL_SUBPACKAGES = (
 _CLASS_RE = re.compile(r"^class\s+(\w+)\s*[(:]", re.MULTILINE)
 
 
+class UnknownNameError(UserError):
+    """A model, trainer or dataset class name that resolves to nothing; the message lists the
+    closest known names."""
+
+
 def closest_names(name, candidates, n=5):
     """The candidates closest to ``name`` (case-insensitive), best first."""
     by_lower = {c.lower(): c for c in candidates}
@@ -34,7 +40,7 @@ def closest_names(name, candidates, n=5):
 def _unknown(kind, name, candidates):
     suggestions = closest_names(name, candidates)
     hint = f" Did you mean: {', '.join(suggestions)}?" if suggestions else ""
-    return ValueError(
+    return UnknownNameError(
         f"Unknown {kind} '{name}'.{hint} Names are case-sensitive class names "
         f"({len(set(candidates))} known)."
     )

@@ -231,7 +231,7 @@ def test_extra_arguments_must_be_key_equals_value(tmp_path, extra, message, monk
     monkeypatch.setattr(hyper, "run_sweep", lambda *a, **k: pytest.fail("must not run"))
     sweep = write(tmp_path, "s.yaml", "hidden_dropout_prob: {choice: [0.2]}\n")
     with pytest.raises(SweepError, match=message):
-        main(["--model=Pop", f"--params_file={sweep}", *extra])
+        main(["--model=Pop", f"--params_file={sweep}", "--debug", *extra])
 
 
 def test_a_key_both_swept_and_fixed_is_an_error(tmp_path, monkeypatch):
@@ -241,7 +241,7 @@ def test_a_key_both_swept_and_fixed_is_an_error(tmp_path, monkeypatch):
     monkeypatch.setattr(recbole_llm.quick_start, "objective_function", fake_objective(calls))
     sweep = write(tmp_path, "s.yaml", "learning_rate: {choice: [0.001, 0.01]}\n")
     with pytest.raises(SweepError, match=r"learning_rate: swept in '.*s\.yaml' and also fixed"):
-        main(["--model=Pop", f"--params_file={sweep}", "--learning_rate=0.01"])
+        main(["--model=Pop", f"--params_file={sweep}", "--learning_rate=0.01", "--debug"])
     assert calls == []
 
 

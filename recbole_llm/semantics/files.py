@@ -28,6 +28,7 @@ import numpy as np
 
 from recbole_llm.assets import file_sha256
 from recbole_llm.data.prepare import atomic_write
+from recbole_llm.errors import UserError
 
 MANIFEST_FORMAT = 1
 
@@ -43,7 +44,7 @@ def intent_header(views):
     return ["sid:token"] + [f"{view}_intent:float_seq" for view in views]
 
 
-class SemanticsError(ValueError):
+class SemanticsError(UserError):
     """Semantic files are missing, stale or invalid; the message says which file and why."""
 
 
