@@ -12,12 +12,11 @@ semantics are shuffled.
     with OracleServer(targets) as oracle: ...             # llm_base_url=oracle.url
 """
 
-import json
 import os
 import random
 import re
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from loopback import ChatServer, chat_payload
 
 WORDS = [
     "amber", "basalt", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper",
@@ -84,7 +83,7 @@ PLANTED_CONFIG = {
 LISTED_ITEM = re.compile(r"^\d+\. .*_(\S+)$", re.MULTILINE)
 
 
-class OracleServer:
+class OracleServer(ChatServer):
     """A loopback OpenAI-compatible server that answers LLM4SBR prompts with the target's name
     (for a share ``accuracy`` of prefixes, chosen by a seeded draw; a random name otherwise)."""
 
@@ -96,36 +95,9 @@ class OracleServer:
             for prefix, target in sorted(targets.items())
         }
         self.requests = 0
-        server = self
+        super().__init__(self._respond)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests += 1
-                prefix = tuple(LISTED_ITEM.findall(body["messages"][-1]["content"]))
-                answer = server.answers.get(prefix, "no idea")
-                payload = {
-                    "choices": [{"message": {"role": "assistant", "content": answer}}],
-                    "usage": {"prompt_tokens": 10, "completion_tokens": 2},
-                }
-                data = json.dumps(payload).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _respond(self, body, headers):
+        self.requests += 1
+        prefix = tuple(LISTED_ITEM.findall(body["messages"][-1]["content"]))
+        return 200, chat_payload(self.answers.get(prefix, "no idea"))

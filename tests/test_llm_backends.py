@@ -7,12 +7,11 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from conftest import REPO
+from loopback import ChatServer, chat_payload
 
 from recbole_llm.config import Config
 from recbole_llm.semantics import files
@@ -31,7 +30,7 @@ DECODING = {"max_new_tokens": 8, "repetition_penalty": 1.0, "greedy": True}
 SECRET = "sk-test-0123456789-secret"
 
 
-class FakeServer:
+class FakeServer(ChatServer):
     """A local OpenAI-compatible server. The model name chooses its behaviour:
     ``ok`` answers, ``flaky`` fails each prompt with a 500 once, ``garbage`` sends non-JSON,
     ``slow`` waits longer than the client's timeout, ``auth`` wants the Bearer key,
@@ -40,48 +39,25 @@ class FakeServer:
     def __init__(self):
         self.requests = []
         self.seen = set()
-        server = self
+        super().__init__(self._respond)
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
-
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"body": body, "auth": self.headers.get("Authorization")})
-                prompt = body["messages"][-1]["content"]
-                model = body["model"]
-                if model == "flaky" and prompt not in server.seen:
-                    server.seen.add(prompt)
-                    return self._send(500, b'{"error": "overloaded"}')
-                if model == "garbage":
-                    return self._send(200, b"<html>not json</html>")
-                if model == "slow":
-                    time.sleep(1.5)
-                if model == "delay":
-                    time.sleep(0.3)
-                if model == "auth" and self.headers.get("Authorization") != f"Bearer {SECRET}":
-                    return self._send(401, b'{"error": "bad key"}')
-                answer = f'["theme {len(prompt) % 7}", "theme {len(prompt) % 5 + 7}"]'
-                payload = {
-                    "choices": [{"message": {"role": "assistant", "content": answer}}],
-                    "usage": {"prompt_tokens": len(prompt.split()), "completion_tokens": 6},
-                }
-                self._send(200, json.dumps(payload).encode())
-
-            def _send(self, code, data):
-                self.send_response(code)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
+    def _respond(self, body, headers):
+        self.requests.append({"body": body, "auth": headers.get("Authorization")})
+        prompt = body["messages"][-1]["content"]
+        model = body["model"]
+        if model == "flaky" and prompt not in self.seen:
+            self.seen.add(prompt)
+            return 500, b'{"error": "overloaded"}'
+        if model == "garbage":
+            return 200, b"<html>not json</html>"
+        if model == "slow":
+            time.sleep(1.5)
+        if model == "delay":
+            time.sleep(0.3)
+        if model == "auth" and headers.get("Authorization") != f"Bearer {SECRET}":
+            return 401, b'{"error": "bad key"}'
+        answer = f'["theme {len(prompt) % 7}", "theme {len(prompt) % 5 + 7}"]'
+        return 200, chat_payload(answer, len(prompt.split()), 6)
 
 
 @pytest.fixture
