@@ -104,6 +104,15 @@ def load_suite(path):
     report.setdefault("metrics", ["recall", "ndcg", "mrr", "hit"])
     report.setdefault("topk", [10, 20, 50])
     report.setdefault("compare_metric", "ndcg@10")
+    # more metrics with a paired-comparison table each (e.g. masked_ndcg@10 beside ndcg@10)
+    report.setdefault("also_compare", [])
+    if not isinstance(report["also_compare"], list) or not all(
+        isinstance(m, str) for m in report["also_compare"]
+    ):
+        raise SuiteError(
+            f"Suite '{path}': report.also_compare must be a list of metric names, got "
+            f"{report['also_compare']!r}"
+        )
     # "valid": a report for choosing settings, which must never show test results
     report.setdefault("split", "test")
     if report["split"] not in ("test", "valid"):
@@ -546,6 +555,38 @@ def _mean_std(values, digits=4):
     return f"{np.mean(values):.{digits}f} ± {np.std(values, ddof=1):.{digits}f}"
 
 
+def _comparison_lines(suite, rows, seeds, metric):
+    """The paired-comparison table of a report for one metric."""
+    lines = [
+        "",
+        f"Paired per-user bootstrap (2,000 resamples) of the test {metric} difference A − B, "
+        "each user's difference averaged over seeds. Time A / B: A's seconds per training "
+        "epoch and for the test evaluation over B's, on the same seeds (runs may have shared "
+        "the CPU; `benchmarks/bench_model_speed.py` measures the ratios on an idle one):",
+        "",
+        "| A | B | A − B | relative | 95 % interval | users | seeds | epoch time A / B "
+        "| test time A / B |",
+        "|---|---|---:|---:|---|---:|---|---:|---:|",
+    ]
+    for label_a, label_b in suite["comparisons"]:
+        result = compare(rows, label_a, label_b, seeds, metric)
+        if result is None:
+            lines.append(f"| {label_a} | {label_b} | - | - | - | - | - | - | - |")
+            continue
+        relative = f"{100 * result['relative']:+.1f} %" if result["relative"] is not None else "-"
+        ratios = [
+            f"{ratio:.2f}x" if ratio is not None else "-"
+            for ratio in (result["epoch_ratio"], result["test_time_ratio"])
+        ]
+        lines.append(
+            f"| {label_a} | {label_b} | {result['mean']:+.4f} | {relative} | "
+            f"[{result['low']:+.4f}, {result['high']:+.4f}] | {result['users']} | "
+            + ", ".join(str(seed) for seed in result["seeds"])
+            + f" | {ratios[0]} | {ratios[1]} |"
+        )
+    return lines
+
+
 def render_report(suite, rows, chart=None):
     """The suite's Markdown report (``chart``: a PNG file name to show, beside the report)."""
     report = suite["report"]
@@ -584,36 +625,8 @@ def render_report(suite, rows, chart=None):
     if chart:
         lines += ["", f"![{split} {report['compare_metric']} by model]({chart})"]
     if suite.get("comparisons"):
-        metric = report["compare_metric"]
-        lines += [
-            "",
-            f"Paired per-user bootstrap (2,000 resamples) of the test {metric} difference A − B, "
-            "each user's difference averaged over seeds. Time A / B: A's seconds per training "
-            "epoch and for the test evaluation over B's, on the same seeds (runs may have shared "
-            "the CPU; `benchmarks/bench_model_speed.py` measures the ratios on an idle one):",
-            "",
-            "| A | B | A − B | relative | 95 % interval | users | seeds | epoch time A / B "
-            "| test time A / B |",
-            "|---|---|---:|---:|---|---:|---|---:|---:|",
-        ]
-        for label_a, label_b in suite["comparisons"]:
-            result = compare(rows, label_a, label_b, seeds, metric)
-            if result is None:
-                lines.append(f"| {label_a} | {label_b} | - | - | - | - | - | - | - |")
-                continue
-            relative = (
-                f"{100 * result['relative']:+.1f} %" if result["relative"] is not None else "-"
-            )
-            ratios = [
-                f"{ratio:.2f}x" if ratio is not None else "-"
-                for ratio in (result["epoch_ratio"], result["test_time_ratio"])
-            ]
-            lines.append(
-                f"| {label_a} | {label_b} | {result['mean']:+.4f} | {relative} | "
-                f"[{result['low']:+.4f}, {result['high']:+.4f}] | {result['users']} | "
-                + ", ".join(str(seed) for seed in result["seeds"])
-                + f" | {ratios[0]} | {ratios[1]} |"
-            )
+        for metric in [report["compare_metric"], *report["also_compare"]]:
+            lines += _comparison_lines(suite, rows, seeds, metric)
     if suite.get("findings"):
         # hand-written: what the tables mean, where a goal falls short and why
         lines += ["", "## Findings", "", suite["findings"].strip()]

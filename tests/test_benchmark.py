@@ -267,6 +267,14 @@ def test_paired_bootstrap_and_comparison_from_known_rows(tmp_path):
         < text.index("## Findings\n\nA beats B.\n")
         < text.index("## Configuration")
     )
+    # a second metric gets its own table (here the same metric again: the same numbers twice)
+    also = dict(report, also_compare=["ndcg@10"])
+    path.write_text(yaml.safe_dump(dict(suite, report=also, comparisons=[["A", "B"]])))
+    text = benchmark.render_report(benchmark.load_suite(str(path)), rows)
+    assert text.count("| A | B | +0.1833 | +78.6 % |") == 2
+    path.write_text(yaml.safe_dump(dict(suite, report=dict(report, also_compare="ndcg@10"))))
+    with pytest.raises(ValueError, match="also_compare must be a list"):
+        benchmark.load_suite(str(path))
     path.write_text(yaml.safe_dump(dict(suite, findings=["A", "B"])))
     with pytest.raises(ValueError, match="findings must be Markdown text"):
         benchmark.load_suite(str(path))
