@@ -74,12 +74,16 @@ def top10(model, test_data):
     return torch.cat(lists)
 
 
-def test_llm4sbr_gains_from_planted_intents_and_loses_it_under_controls(planted, tmp_path):
+def test_llm4sbr_gains_from_planted_intents_and_loses_it_under_controls(planted, tmp_path, caplog):
     config, oracle = planted
     base = dict(config, backbone="GRU4Rec")
     backbone, _, _ = train("GRU4Rec", base, tmp_path)
     enhanced, model, test_data = train("LLM4SBR", base, tmp_path)
     assert oracle.requests > 0
+    # the missing-semantics warning keeps its command apart from the next sentence
+    assert "--llm_model=oracle | auto_semantics is on: running the semantic step now." in (
+        caplog.text
+    )
     # ids carry nothing: the backbone ranks at chance (10 of 40 items: NDCG@10 about 0.1)
     assert backbone < 0.2
     assert enhanced > backbone + 0.25, (enhanced, backbone)

@@ -114,7 +114,8 @@ def load_or_create(config, kind):
     except SemanticsError as err:
         if not config["auto_semantics"]:
             raise
-        getLogger().warning(f"{err} Running the semantic step now (auto_semantics).")
+        # the message ends in a command; keep the next sentence apart from its last flag
+        getLogger().warning(f"{err} | auto_semantics is on: running the semantic step now.")
     run_pipeline(config, kind)
     return files.read_manifest(config, kind, wanted, command(config, kind))
 
