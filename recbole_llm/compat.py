@@ -1,7 +1,7 @@
 """The few shims RecBole 1.2.1 needs on today's numpy, torch and pandas, in one place.
 
-Process-wide changes are kept to two (the anomaly switch, and silencing the FutureWarnings that
-RecBole's own files raise on pandas 2 / torch 2.x: ``data/dataset/dataset.py:648-650`` chained
+Process-wide changes are kept to three (the anomaly switch, a private method scipy removed, and
+silencing the FutureWarnings that RecBole's own files raise on pandas 2 / torch 2.x: ``data/dataset/dataset.py:648-650`` chained
 ``fillna(inplace=True)``, which pins pandas<3, and ``trainer/trainer.py`` ``amp.GradScaler``; they
 say nothing a RecBole user can act on and bury the log); everything else is a narrow fix applied
 where RecBole's own code is called:
@@ -31,6 +31,12 @@ then ``barrier()`` without a process group)   that prepares them, before RecBole
 ``data/utils.py:59-67`` reuses a pickled      :func:`recbole_llm.data.utils.create_dataset` also
 dataset when RecBole's own dataset keys       compares our dataset keys and the atomic files'
 match, ignoring extension keys                size and modification time.
+``model/general_recommender/lightgcn.py:111``  :func:`apply` gives ``scipy.sparse.dok_matrix``
+(and ``ngcf.py:110``, ``ncl.py:131``,          back the private ``_update`` that scipy >= 1.13
+``spectralcf.py:123``, ``gcmc.py:174``,        removed: RecBole builds adjacency matrices with
+``kgat.py``, ``kgin.py:356``,                  ``A._update(data_dict)``, an unchecked bulk
+``mcclk.py:425``) call ``dok_matrix._update``  ``dict.update`` of the matrix's entries; ours is
+                                               the same update of today's ``_dict`` storage.
 ``model/general_recommender/pop.py:33``       :class:`recbole_llm.model.pop.Pop` (found before
 counts ``item_cnt[item] += 1`` by index       RecBole's by our registry) counts each positive
 assignment (once per batch, however often     training interaction once.
@@ -57,9 +63,23 @@ def apply():
     import torch
 
     torch.autograd.set_detect_anomaly(False)
+    _restore_dok_update()
     # only warnings raised from RecBole's own modules; ours and everyone else's still show
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"recbole\.")
     _applied = True
+
+
+def _dok_update(self, entries):
+    """``dok_matrix._update`` as scipy < 1.13 had it: set many entries at once, unchecked."""
+    self._dict.update(entries)
+
+
+def _restore_dok_update():
+    import scipy.sparse
+
+    dok = scipy.sparse.dok_matrix
+    if not hasattr(dok, "_update") and hasattr(dok((1, 1)), "_dict"):
+        dok._update = _dok_update
 
 
 def load_checkpoint(path, map_location=None):
