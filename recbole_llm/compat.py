@@ -1,10 +1,10 @@
 """The few shims RecBole 1.2.1 needs on today's numpy, torch and pandas, in one place.
 
 Process-wide changes are kept to three (the anomaly switch, a private method scipy removed, and
-silencing the FutureWarnings that RecBole's own files raise on pandas 2 / torch 2.x: ``data/dataset/dataset.py:648-650`` chained
-``fillna(inplace=True)``, which pins pandas<3, and ``trainer/trainer.py`` ``amp.GradScaler``; they
-say nothing a RecBole user can act on and bury the log); everything else is a narrow fix applied
-where RecBole's own code is called:
+silencing the FutureWarnings that RecBole's own files raise on pandas 2 / torch 2.x:
+``data/dataset/dataset.py:648-650`` chained ``fillna(inplace=True)``, which pins pandas<3, and
+``trainer/trainer.py`` ``amp.GradScaler``; they say nothing a RecBole user can act on and bury
+the log); everything else is a narrow fix applied where RecBole's own code is called:
 
 ============================================  ==================================================
 RecBole 1.2.1 file (what breaks)              our fix

@@ -20,7 +20,7 @@ from recbole.utils import InputType
 
 from recbole_llm.data.dataset import INTEREST_ROW
 from recbole_llm.model.abstract_recommender import MultiInterestRecommender, SingleInterestAdapter
-from recbole_llm.model.layers import masked_softmax, target_aware_readout
+from recbole_llm.model.layers import config_choice, masked_softmax, target_aware_readout
 from recbole_llm.registry import get_model
 
 
@@ -112,12 +112,6 @@ SEMANTIC_TARGETS = ("text", "id")
 SEMANTIC_CONTROLS = ("none", "target_text", "item_align_only")
 
 
-def _choice(key, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
-    return value
-
-
 class EIMF(SequentialRecommender):
     r"""EIMF: an implicit, behavioural multi-interest backbone (IBIM) trained together with
     explicit semantic interests that an LLM wrote for typical users (ESIM).
@@ -156,10 +150,10 @@ class EIMF(SequentialRecommender):
         if len(self.align_mix) != 4:
             raise ValueError(f"align_mix needs 4 weights, got {self.align_mix}")
         self.multi_positive = config["multi_positive"]  # duplicates are positives, not negatives
-        self.semantic_targets = _choice(
+        self.semantic_targets = config_choice(
             "semantic_targets", config["semantic_targets"], SEMANTIC_TARGETS
         )  # classes of the semantic-prediction loss: item texts or the backbone's item ids
-        self.semantic_control = _choice(
+        self.semantic_control = config_choice(
             "semantic_control", config["semantic_control"], SEMANTIC_CONTROLS
         )  # LLM-free controls
 

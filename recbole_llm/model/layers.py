@@ -13,6 +13,15 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from recbole_llm.errors import UserError
+
+
+def config_choice(key, value, allowed):
+    """``value`` of config key ``key`` if it is one of ``allowed``; else an error naming both."""
+    if value not in allowed:
+        raise UserError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
+    return value
+
 
 def masked_softmax(logits, mask, dim):
     """Softmax that gives exactly zero weight where ``mask`` is False (no NaN if all are)."""

@@ -19,6 +19,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_llm.data.dataset import intent_field
+from recbole_llm.model.layers import config_choice
 from recbole_llm.model.session_views import SessionViews, backbone_regularization
 from recbole_llm.registry import get_model
 
@@ -41,12 +42,6 @@ CONTROLS = ("none", "mean", "shuffle")
 CONTROL_PHASES = ("both", "train", "inference")
 
 
-def _choice(key, value, allowed):
-    if value not in allowed:
-        raise ValueError(f"{key} must be one of {', '.join(allowed)}, got '{value}'")
-    return value
-
-
 class LLM4SBR(SequentialRecommender):
     r"""LLM4SBR: a session backbone's local and global views, enhanced by the long- and
     short-term intents an LLM inferred for each session.
@@ -65,8 +60,9 @@ class LLM4SBR(SequentialRecommender):
       ``alpha = 1 + q^T sigmoid(LN(view) + LN(T intent))``, the gated views combined as the
       backbone combines its own views, plus the paper's ``W [gated local ; gated global]`` and
       ``U [LN(T intent_short) ; LN(T intent_long)]``. ``q``, ``W`` and ``U`` start at zero, so the
-      model starts as its backbone and the views' mix and the intents are learned in; unnormalised, the projected intents (std 0.1) were drowned by views of std 1-3.5
-      and shuffling them changed almost no ranking.
+      model starts as its backbone and the views' mix and the intents are learned in.
+      Unnormalised, the projected intents (std 0.1) were drowned by views of std 1-3.5, and
+      shuffling them changed almost no ranking.
 
     Controls that can fail (``intent_control``, at ``intent_control_phase``): every session gets
     the mean intent of the dataset (``mean``), or another session's intents (``shuffle``, a
@@ -84,12 +80,12 @@ class LLM4SBR(SequentialRecommender):
         super().__init__(config, dataset)
         self.intent_loss_weight = config["intent_loss_weight"]  # tau
         self.use_alignment = config["alignment"]  # AU loss on or off (ablation)
-        self.view_loss_reduction = _choice(
+        self.view_loss_reduction = config_choice(
             "view_loss_reduction", config["view_loss_reduction"], ("sum", "mean")
         )  # sum (code) or mean (paper)
-        self.fusion_kind = _choice("fusion", config["fusion"], FUSIONS)  # residual or paper
-        self.intent_control = _choice("intent_control", config["intent_control"], CONTROLS)
-        self.control_phase = _choice(
+        self.fusion_kind = config_choice("fusion", config["fusion"], FUSIONS)  # residual or paper
+        self.intent_control = config_choice("intent_control", config["intent_control"], CONTROLS)
+        self.control_phase = config_choice(
             "intent_control_phase", config["intent_control_phase"], CONTROL_PHASES
         )
         self.views = list(dataset.intent_views)

@@ -39,7 +39,7 @@ so with gates of 1 it scores exactly as its backbone (up to the pooling above).
 import torch
 import torch.nn as nn
 
-from recbole_llm.model.layers import masked_softmax
+from recbole_llm.model.layers import config_choice, masked_softmax
 
 POOLS = ("softmax", "sum")
 
@@ -157,8 +157,7 @@ class SessionViews(nn.Module):
 
     def __init__(self, backbone, hidden_size, pool="softmax"):
         super().__init__()
-        if pool not in POOLS:
-            raise ValueError(f"global_pool must be one of {', '.join(POOLS)}, got '{pool}'")
+        config_choice("global_pool", pool, POOLS)
         self.name = type(backbone).__name__
         self.pool = None
         self.pooling = pool
