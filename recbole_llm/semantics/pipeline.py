@@ -72,7 +72,7 @@ def settings(config, kind):
 
     values = {key: config[key] for key in SETTING_KEYS[kind]}
     values["llm_identity"] = model_identity(config) if needs_llm(config, kind) else None
-    values["prompt_template"] = prompts.template_hash(kind)
+    values["prompt_template"] = prompts.template_hash(kind, config["item_noun"])
     values["parser"] = PARSER_VERSION
     return values
 
@@ -360,7 +360,7 @@ def _run_eimf(config, refresh, start):
     manifest = {
         **_manifest_header(config, "eimf"),
         "encoder": {"model": config["encoder_model"], "identity": encoder.identity, "dim": dim},
-        "prompt_template": prompts.template_hash("eimf"),
+        "prompt_template": prompts.template_hash("eimf", config["item_noun"]),
         "dimensions": {"text": dim, "max_interests": max_interests},
         "files": {
             f"{name}.itemtext": {"rows": len(tokens)},

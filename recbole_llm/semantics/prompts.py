@@ -5,7 +5,10 @@ changed template makes earlier semantic files stale.
 
 EIMF's prompt is one-shot (a system line, one worked example, then the user): measured on this
 CPU, small models echo the zero-shot JSON prompt of the official code, while the one-shot form
-with a "distinct interests" instruction gives parseable lists.
+with a "distinct interests" instruction gives parseable lists. The worked example fits the
+dataset's ``item_noun``: movies for MovieLens, products for Amazon (``EIMF_EXAMPLES``). A noun
+without its own example gets the movie one, as every dataset did before products had theirs,
+so those prompts, and the shipped replies keyed by them, are unchanged.
 """
 
 import hashlib
@@ -23,6 +26,19 @@ EIMF_EXAMPLE_LISTING = [
     "Little Women (Drama)",
 ]
 EIMF_EXAMPLE_ANSWER = '["period romance", "literary adaptations", "costume drama"]'
+EIMF_PRODUCT_LISTING = [
+    "Neutrogena (Skin Care, Face, Cleansers)",
+    "Olay (Skin Care, Face, Creams & Moisturizers)",
+    "Maybelline (Makeup, Eyes, Mascara)",
+    "Revlon (Makeup, Lips, Lipstick)",
+]
+EIMF_PRODUCT_ANSWER = '["facial skin care", "eye makeup", "lip color"]'
+#: item_noun -> (verb, listing, answer) of the worked example
+EIMF_EXAMPLES = {
+    "movie": ("watched", EIMF_EXAMPLE_LISTING, EIMF_EXAMPLE_ANSWER),
+    "product": ("bought", EIMF_PRODUCT_LISTING, EIMF_PRODUCT_ANSWER),
+}
+DEFAULT_EXAMPLE = "movie"
 
 LLM4SBR_TASK = (
     "The order in which users click on items is as follows:\n{listing}\n"
@@ -37,10 +53,18 @@ def numbered(lines):
     return "\n".join(f"{i}. {line}" for i, line in enumerate(lines, 1))
 
 
+def example_noun(noun):
+    """The noun whose worked example an EIMF prompt for ``noun`` shows."""
+    return noun if noun in EIMF_EXAMPLES else DEFAULT_EXAMPLE
+
+
 def eimf_messages(item_texts, max_interests, noun="item", verb="interacted with"):
-    """Chat messages asking for a typical user's interests over its last items' texts."""
+    """Chat messages asking for a typical user's interests over its last items' texts; the
+    worked example is the one for ``noun`` (:data:`EIMF_EXAMPLES`)."""
+    shown = example_noun(noun)
+    example_verb, listing, answer = EIMF_EXAMPLES[shown]
     example = EIMF_TASK.format(
-        verb="watched", noun="movie", listing=numbered(EIMF_EXAMPLE_LISTING), max_interests=5
+        verb=example_verb, noun=shown, listing=numbered(listing), max_interests=5
     )
     task = EIMF_TASK.format(
         verb=verb, noun=noun, listing=numbered(item_texts), max_interests=max_interests
@@ -48,7 +72,7 @@ def eimf_messages(item_texts, max_interests, noun="item", verb="interacted with"
     return [
         {"role": "system", "content": EIMF_SYSTEM},
         {"role": "user", "content": example},
-        {"role": "assistant", "content": EIMF_EXAMPLE_ANSWER},
+        {"role": "assistant", "content": answer},
         {"role": "user", "content": task},
     ]
 
@@ -67,10 +91,14 @@ def llm4sbr_messages(items, view):
     ]
 
 
-def template_hash(kind):
-    """Hash of the wording of a prompt family (``eimf`` or ``llm4sbr``)."""
+def template_hash(kind, noun=None):
+    """Hash of the wording of a prompt family (``eimf`` or ``llm4sbr``); for EIMF, with the
+    worked example ``noun`` gets (the movie example's hash is the one it always had)."""
     if kind == "eimf":
         parts = [EIMF_SYSTEM, EIMF_TASK, EIMF_EXAMPLE_LISTING, EIMF_EXAMPLE_ANSWER]
+        shown = example_noun(noun)
+        if shown != DEFAULT_EXAMPLE:
+            parts.append([shown, *EIMF_EXAMPLES[shown]])
     elif kind == "llm4sbr":
         parts = [LLM4SBR_TASK, LLM4SBR_VIEWS]
     else:
