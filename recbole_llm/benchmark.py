@@ -164,6 +164,7 @@ VOLATILE_KEYS = {
     "dataloaders_save_path",
     "semantics_cache_dir",
     "auto_prepare",
+    "source_dir",
     "auto_semantics",
     "llm_shard",
     "llm_export_replies",

