@@ -3,7 +3,9 @@
 On sessions whose targets no item-id model can predict (``planted.py``), an oracle LLM server
 names each sample's target; LLM4SBR must then beat its backbone by a wide margin, and lose
 that margin when its intents are shuffled across sessions or replaced by their mean, at
-training and at inference.
+training and at inference. On user sequences drawn from hidden groups that only the oracle
+names, EIMF (behaviour-only inference) must beat its backbone, and lose the gain with shuffled
+typical users, the target's own text as the readout, or the item alignment alone.
 """
 
 import logging
@@ -13,7 +15,14 @@ import sys
 import pytest
 import torch
 from conftest import REPO
-from planted import PLANTED_CONFIG, OracleServer, write_planted_sessions
+from planted import (
+    PLANTED_CONFIG,
+    PLANTED_USERS_CONFIG,
+    InterestOracle,
+    OracleServer,
+    write_planted_sessions,
+    write_planted_users,
+)
 
 from recbole_llm.config import Config
 from recbole_llm.quick_start import train_and_test
@@ -116,3 +125,68 @@ def test_llm4sbr_gains_from_planted_intents_and_loses_it_under_controls(planted,
         controlled, _, _ = train("LLM4SBR", dict(base, intent_control=control), tmp_path)
         assert controlled < backbone + 0.1, (control, controlled, backbone)
         assert enhanced - controlled > 0.2, (control, enhanced, controlled)
+
+
+def test_eimf_gains_from_planted_interests_and_loses_it_under_controls(tmp_path):
+    root = tmp_path / "data"
+    _, group_of = write_planted_users(str(root))
+    with InterestOracle(group_of) as oracle:
+        base = dict(
+            PLANTED_USERS_CONFIG,
+            data_path=str(root),
+            llm_backend="openai",
+            llm_model="oracle",
+            llm_base_url=oracle.url,
+            semantics_dir=str(root / "semantics"),
+            semantics_cache_dir=str(root / "cache"),
+            # every user is typical: its own reply (the groups are not in the item texts, so
+            # clustering by text could not find them)
+            typical_selection="kmeans",
+            typical_ratio=1.0,
+            embedding_size=32,
+            hidden_size=32,
+            epochs=60,
+            stopping_step=60,
+            learning_rate=0.005,
+            train_batch_size=128,
+            eval_batch_size=512,
+            metrics=["NDCG"],
+            topk=[10],
+            valid_metric="NDCG@10",
+            mask_history=True,
+            show_progress=False,
+            state="ERROR",
+            seed=2020,
+        )
+        eimf = dict(base, backbone="GRU4Rec", semantic_targets="id", semantic_weight=1.0)
+
+        def score(model, config_dict):
+            config = Config(
+                model=model,
+                dataset="planted-users",
+                config_dict=dict(config_dict, checkpoint_dir=str(tmp_path / "saved")),
+            )
+            result = train_and_test(config, saved=False, verbose=False)[0]["test_result"]
+            return result["ndcg@10"], result["masked_ndcg@10"]
+
+        backbone = score("GRU4Rec", base)
+        enhanced = score("EIMF", eimf)
+        # one prompt per typical user (k-means merges users with the same items)
+        requests = oracle.requests
+        assert requests > 290
+        controls = {
+            "shuffled typical users": score(
+                "EIMF",
+                dict(eimf, typical_assignment="shuffled", semantics_dir=str(root / "shuffled")),
+            ),
+            "target text": score("EIMF", dict(eimf, semantic_control="target_text")),
+            "item alignment only": score("EIMF", dict(eimf, semantic_control="item_align_only")),
+        }
+        assert oracle.requests == requests  # the shuffled control reused the cached replies
+    # unmasked and with each user's history masked: a clear gain over the backbone ...
+    for k in (0, 1):
+        assert enhanced[k] > backbone[k] * 2, (enhanced, backbone)
+        # ... that no LLM-free control keeps
+        for name, controlled in controls.items():
+            assert controlled[k] < backbone[k] + 0.015, (name, controlled, backbone)
+            assert enhanced[k] - controlled[k] > 0.02, (name, enhanced, controlled)
