@@ -18,6 +18,7 @@ import pickle
 from logging import getLogger
 
 import numpy as np
+import pandas as pd
 import torch
 from recbole.data.utils import create_samplers, get_dataloader, load_split_dataloaders
 from recbole.sampler import KGSampler
@@ -26,7 +27,7 @@ from recbole.utils.argument_list import dataset_arguments as recbole_dataset_arg
 
 from recbole_llm import registry
 from recbole_llm.config import DATASET_ARGUMENTS
-from recbole_llm.data.prepare import ensure_dataset
+from recbole_llm.data.prepare import atomic_write, ensure_dataset
 
 
 def source_files(config):
@@ -65,11 +66,67 @@ def _save_dataset(dataset):
     folder = dataset.config["checkpoint_dir"]
     os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, f'{dataset.config["dataset"]}-{dataset.__class__.__name__}.pth')
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "wb") as f:
-        pickle.dump(dataset, f)
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: pickle.dump(dataset, f), binary=True)
     getLogger().info(set_color("Saving filtered dataset into ", "pink") + f"[{path}]")
+
+
+def duplicate_interactions(dataset):
+    """Rows of a dataset's interactions identical in every loaded column (user, item, time,
+    rating, ...) to an earlier row: ``(count, "user_id 1, item_id 2"`` for the first one)."""
+    inter = dataset.inter_feat
+    if isinstance(inter, pd.DataFrame):  # before RecBole turns it into tensors
+        hashable = inter.apply(
+            lambda column: column.map(tuple) if column.dtype == object else column
+        )
+        repeated = hashable.duplicated().to_numpy()
+        if not repeated.any():
+            return 0, None
+        row = int(np.flatnonzero(repeated)[0])
+        return int(repeated.sum()), _example(dataset, lambda f: inter[f].iloc[row], inter.columns)
+    if not len(inter) or not inter.columns:
+        return 0, None
+    # one fixed-width byte string per row (every column as float64, exact for ids and times)
+    rows = np.concatenate(
+        [inter[name].numpy().reshape(len(inter), -1).astype(np.float64) for name in inter.columns],
+        axis=1,
+    )
+    rows = np.ascontiguousarray(rows).view(np.dtype((np.void, rows.shape[1] * 8))).ravel()
+    repeated = pd.Series(rows).duplicated().to_numpy()
+    if not repeated.any():
+        return 0, None
+    row = int(np.flatnonzero(repeated)[0])
+    return int(repeated.sum()), _example(dataset, lambda f: inter[f][row].item(), inter.columns)
+
+
+def _example(dataset, value, columns):
+    """``"user_id 1, item_id 2"``: the raw user and item of one row (``value(field)``)."""
+    parts = []
+    for field in (dataset.uid_field, dataset.iid_field):
+        if field not in columns:
+            continue
+        raw = value(field)
+        try:
+            raw = dataset.id2token(field, raw)
+        except (KeyError, IndexError, TypeError, ValueError):
+            pass  # not remapped yet
+        parts.append(f"{field} {raw}")
+    return ", ".join(parts)
+
+
+def warn_duplicate_interactions(dataset):
+    """Warn, with their count and an example, about interactions that repeat an earlier row
+    exactly: RecBole keeps them (``rm_dup_inter`` is off by default), so each one counts twice
+    in training and evaluation. Returns the count."""
+    count, example = duplicate_interactions(dataset)
+    if count:
+        name = dataset.config["dataset"]
+        getLogger().warning(
+            f"Dataset '{name}': {count} of {len(dataset.inter_feat)} interactions repeat an "
+            f"earlier row exactly (the first: {example}); RecBole keeps them, so each counts "
+            "twice. Remove them from the .inter file, or set rm_dup_inter: first to keep one "
+            "interaction per user and item."
+        )
+    return count
 
 
 def create_dataset(config):
@@ -92,6 +149,7 @@ def create_dataset(config):
             return saved
 
     dataset = dataset_class(config)
+    warn_duplicate_interactions(dataset)
     dataset.source_fingerprint = source_fingerprint(config)
     if config["save_dataset"]:
         _save_dataset(dataset)
