@@ -168,6 +168,8 @@ VOLATILE_KEYS = {
     "auto_semantics",
     "llm_shard",
     "llm_export_replies",
+    "llm_backoff",
+    "llm_backoff_max",
     "training_state_file",
 }
 
@@ -185,6 +187,7 @@ NEUTRAL_VALUES = {
     "multi_positive": False,
     "semantic_targets": "text",
     "semantic_control": "none",
+    "llm_max_failure_ratio": 0.0,
 }
 _NO_VALUE = object()
 

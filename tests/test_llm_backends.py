@@ -92,7 +92,9 @@ def test_openai_backend_retries_500s(server):
 
 def test_openai_backend_gives_up_on_garbage_and_timeouts(server):
     (garbage,) = backend(server, "garbage").generate([messages("x")], DECODING)
-    assert "unreadable reply" in garbage.error and len(server.requests) == 3  # 1 + 2 retries
+    # a reply that is not JSON is not retried: only 408, 409, 429, 5xx and network errors are
+    assert "unreadable reply" in garbage.error and len(server.requests) == 1
+    assert garbage.failure == "invalid JSON" and "<html>not json</html>" in garbage.error
     (slow,) = backend(server, "slow", timeout=0.3, max_retries=1).generate(
         [messages("y")], DECODING
     )

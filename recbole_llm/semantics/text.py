@@ -6,10 +6,19 @@ comma-separated list. An item whose name is empty is described by the others alo
 (``[brand, categories]``: "Makeup, Eyes, Mascara" for a product without a brand). An item with
 no text in any field, or with no row in ``.item``, gets the fallback text "item <id>" and is
 counted; it never stops the step.
+
+Prompts quote an item's text cut to :data:`PROMPT_TEXT_MAX_CHARS` characters (a cut one ends
+in "..."; they are counted, with a warning): a runaway field (a 100 KB title, a pasted
+description) would otherwise fill the LLM's context with one item. The encoder reads the whole
+text (it truncates to its own limit).
 """
 
 import os
 from dataclasses import dataclass, field
+from logging import getLogger
+
+#: The longest item text a prompt quotes, in characters (MovieLens texts have about 100 at most).
+PROMPT_TEXT_MAX_CHARS = 300
 
 
 @dataclass
@@ -25,12 +34,39 @@ class ItemTexts:
     def fallback_count(self):
         return len(self.missing_row) + len(self.missing_name)
 
+    @property
+    def too_long(self):
+        """Items whose text is longer than a prompt quotes."""
+        return [t for t, text in self.texts.items() if len(text) > PROMPT_TEXT_MAX_CHARS]
+
+    def prompt_texts(self):
+        """Each item's text as prompts quote it: cut to :data:`PROMPT_TEXT_MAX_CHARS`
+        characters, warning once about the texts that were cut."""
+        too_long = self.too_long
+        if too_long:
+            longest = max(too_long, key=lambda t: len(self.texts[t]))
+            getLogger().warning(
+                f"{len(too_long)} item texts are longer than {PROMPT_TEXT_MAX_CHARS} characters "
+                f"(the longest, item {longest}, has {len(self.texts[longest])}); prompts quote "
+                f"their first {PROMPT_TEXT_MAX_CHARS}. Check text_fields {self.fields} and the "
+                ".item file."
+            )
+        return {token: prompt_text(text) for token, text in self.texts.items()}
+
     def summary(self):
         return (
             f"{len(self.texts)} items from fields {self.fields}; fallback text for "
             f"{len(self.missing_row)} without an .item row and {len(self.missing_name)} with "
             "empty text fields"
         )
+
+
+def prompt_text(text):
+    """``text`` as a prompt quotes it: whole, or its first :data:`PROMPT_TEXT_MAX_CHARS`
+    characters (ending in "...")."""
+    if len(text) <= PROMPT_TEXT_MAX_CHARS:
+        return text
+    return text[: PROMPT_TEXT_MAX_CHARS - 3].rstrip() + "..."
 
 
 def fallback_text(item_token):
