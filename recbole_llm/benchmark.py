@@ -171,6 +171,7 @@ VOLATILE_KEYS = {
     "llm_backoff",
     "llm_backoff_max",
     "training_state_file",
+    "strict_keys",
 }
 
 

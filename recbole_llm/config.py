@@ -6,33 +6,43 @@ quick-start YAML) < our ``overall.yaml`` < our ``model/<Model>.yaml`` < our
 wraps a backbone (its YAML or the user sets ``backbone``) gets the backbone's YAML files
 underneath its own: RecBole's with RecBole's defaults, ours just before the wrapper's.
 
-Only five hooks are overridden, each for one reason:
+Only six hooks are overridden, each for one reason:
 
 - ``_load_config_files``: read the user's config files as RecBole does, but fail with a
   :class:`ConfigError` naming the file when one is missing or is not a YAML mapping (RecBole
   shows a YAML parser traceback that never says which file).
-
+- ``_merge_external_config_dict``: refuse secrets (a key named like ``llm_api_key`` given a
+  value, an ``llm_api_key_env`` that is not a variable name) before anything is logged; the
+  message never repeats the value.
 - ``_get_model_and_dataset``: resolve model names through :mod:`recbole_llm.registry`, and
   default the dataset to the one the model YAML names (``default_dataset``), else ml-100k.
-- ``_load_internal_config_dict``: add our YAML files on top of RecBole's.
+- ``_load_internal_config_dict``: add our YAML files on top of RecBole's; an unknown
+  ``backbone`` and unknown keys (unless ``strict_keys: False``) fail here, with the closest
+  known names (:mod:`recbole_llm.keys` says which keys are known).
 - ``_set_default_parameters``: keep every dataset, ml-100k included, in our writable data root
   (RecBole points ml-100k at its installed package) and make the path absolute, so a checkpoint
   reloads from any working directory. Also: RecBole's overall.yaml turns on training negative
   sampling and then refuses it for every sequential model with ``loss_type: CE`` (SASRec,
   GRU4Rec, ... fail unless users pass ``--train_neg_sample_args=None``); unless the user sets
   it, such models get ``train_neg_sample_args: None``, the only value RecBole accepts there.
+  Values are checked here, before any data or LLM work: the type each of our YAMLs declares,
+  the allowed values of our choices, RecBole's numbers and ``valid_metric``, and that the run
+  can write where it will (a dataset to prepare, semantic files to make).
 - ``_init_device``: distributed runs on the CPU use gloo (RecBole hard-codes NCCL and CUDA).
 """
 
 import os
+import tempfile
 
 import yaml
 from recbole.config import Config as RecBoleConfig
 from recbole.utils import ModelType
 
-from recbole_llm import compat, registry
-from recbole_llm.data.prepare import PROPERTIES_OF
-from recbole_llm.errors import UserError, yaml_problem
+from recbole_llm import compat, keys, registry
+from recbole_llm.data.prepare import PREPARERS, PROPERTIES_OF, is_prepared
+from recbole_llm.errors import UserError, error_message, yaml_problem
+from recbole_llm.model.layers import config_choice
+from recbole_llm.semantics.files import semantics_dir
 
 #: Our keys that change what a dataset contains. A pickled dataset or saved dataloaders are
 #: reused only when these match too (RecBole compares only its own ``dataset_arguments``).
@@ -132,14 +142,47 @@ class Config(RecBoleConfig):
 
     def _load_config_files(self, file_list):
         merged = {}
+        self._file_of = {}  # key -> the config file that set it last, for messages
         for path in file_list or []:
             if not os.path.isfile(path):
                 raise ConfigError(
                     f"Config file '{path}' does not exist (given in --config_files or "
                     "config_file_list; relative paths are relative to the working directory)."
                 )
-            merged.update(_read_yaml(path, self.yaml_loader))
+            content = _read_yaml(path, self.yaml_loader)
+            merged.update(content)
+            self._file_of.update(dict.fromkeys(content, path))
         return merged
+
+    def _merge_external_config_dict(self):
+        super()._merge_external_config_dict()
+        self._check_secrets()
+
+    def _origin(self, key):
+        """Where a user-given key was set, as a phrase: ``on the command line``, ..."""
+        if key in self.cmd_config_dict:
+            return "on the command line"
+        if key in self.variable_config_dict:
+            return "in config_dict"
+        return f"in config file '{self._file_of.get(key, '?')}'"
+
+    def _check_secrets(self):
+        """Refuse a secret in the config, naming the key but never its value."""
+        for key, value in self.external_config_dict.items():
+            if keys.is_secret_key(key) and value not in (None, ""):
+                raise ConfigError(
+                    f"Config key '{key}' ({self._origin(key)}) looks like a secret and is "
+                    "refused: config is logged, written to TensorBoard and saved in "
+                    f"checkpoints. Instead, {keys.SECRET_ADVICE}. (The value is not shown.)"
+                )
+        env = self.external_config_dict.get("llm_api_key_env")
+        if env is not None and not keys.is_env_name(env):
+            raise ConfigError(
+                f"llm_api_key_env ({self._origin('llm_api_key_env')}) must be the NAME of the "
+                "environment variable that holds the API key (letters, digits and underscores, "
+                "e.g. OPENAI_API_KEY), never the key itself; the value given is not a variable "
+                "name (it is not shown)."
+            )
 
     def _get_model_and_dataset(self, model, dataset):
         if model is None:
@@ -173,6 +216,7 @@ class Config(RecBoleConfig):
         )
         # a wrapper model (EIMF, LLM4SBR) gets its backbone's defaults underneath its own
         backbone = self.external_config_dict.get("backbone", model_defaults.get("backbone"))
+        self.backbone_class = self._backbone_class(model, backbone)
         backbone_layers = []
         if backbone:
             import recbole
@@ -182,6 +226,7 @@ class Config(RecBoleConfig):
                 os.path.join(recbole_props, "model", f"{backbone}.yaml"),
                 os.path.join(root, "model", f"{backbone}.yaml"),
             ]
+        self._declared_types = {}  # key -> type tag, from our YAMLs that this config loads
         for path in (
             backbone_layers[:1]
             + [os.path.join(root, "overall.yaml")]
@@ -193,6 +238,51 @@ class Config(RecBoleConfig):
         ):
             if os.path.isfile(path):
                 self.internal_config_dict.update(_read_yaml(path, self.yaml_loader))
+                if path.startswith(root):
+                    self._declared_types.update(keys.declared_types(path))
+        self._check_known_keys(root)
+
+    def _backbone_class(self, model, backbone):
+        """The class of ``backbone`` (None if unset); an unknown name fails now, before any
+        data or LLM work, with the closest known names."""
+        if not backbone:
+            return None
+        if not isinstance(backbone, str):
+            raise ConfigError(f"backbone must be a model class name, got {backbone!r}.")
+        if backbone == model:
+            raise ConfigError(f"backbone: {model} cannot be its own backbone.")
+        try:
+            return registry.get_model(backbone)
+        except registry.UnknownNameError as err:
+            raise ConfigError(
+                f"backbone ({self._origin('backbone')}): {error_message(err)}"
+            ) from None
+
+    def _check_known_keys(self, root):
+        """Fail on keys no YAML declares (typos such as ``learnin_rate``), unless
+        ``strict_keys`` is False; the message gives the closest known names."""
+        if self.external_config_dict.get("strict_keys", True) is False:
+            return
+        known = keys.recbole_keys() | keys.our_keys(root) | set(self.internal_config_dict)
+        unknown = [key for key in self.external_config_dict if key not in known]
+        if not unknown:
+            return
+        problems = []
+        for key in unknown:
+            close = registry.closest_names(key, known, n=3)
+            hint = f"; did you mean: {', '.join(close)}?" if close else ""
+            problems.append(f"'{key}' ({self._origin(key)}{hint})")
+        from_command_line = any(key in self.cmd_config_dict for key in unknown)
+        raise ConfigError(
+            f"Unknown config key{'s' if len(unknown) > 1 else ''} {', '.join(problems)}. "
+            "Keys are those RecBole and recbole_llm declare (their YAML defaults); for keys "
+            "of your own, e.g. a custom model's, set strict_keys: False (--strict_keys=False)."
+            + (
+                " (RecBole's Config reads every --key=value of the process's command line.)"
+                if from_command_line
+                else ""
+            )
+        )
 
     def _set_default_parameters(self):
         final = self.final_config_dict
@@ -205,11 +295,72 @@ class Config(RecBoleConfig):
         for key in NAME_LIST_KEYS:
             if isinstance(final.get(key), str):
                 final[key] = _name_list(final[key])
+        self._check_types()
+        self._check_choices()
         data_root = final["data_path"]
         super()._set_default_parameters()
         self.final_config_dict["data_path"] = os.path.abspath(os.path.join(data_root, self.dataset))
         self._check_numbers()
         self._check_valid_metric()
+        self._check_writable()
+
+    def _check_types(self):
+        """Fail now, naming the key, if a value does not have the type its YAML declares
+        (``# (int)``). A number on the command line for a string key is taken as a string."""
+        final = self.final_config_dict
+        for key, tag in self._declared_types.items():
+            if key not in final:
+                continue
+            value = final[key]
+            if (
+                tag == "str"
+                and key in self.cmd_config_dict
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+            ):
+                final[key] = value = str(self.cmd_config_dict[key])
+            problem = keys.type_error(key, value, tag, self.internal_config_dict.get(key))
+            if problem:
+                where = f" ({self._origin(key)})" if key in self.external_config_dict else ""
+                raise ConfigError(f"Config key '{key}'{where} {problem}.")
+
+    def _check_choices(self):
+        """Fail now, naming the key and the allowed values, if a choice key has another value:
+        the semantic step's keys and those the model (and its backbone) declare."""
+        choices = dict(keys.SEMANTIC_CHOICES)
+        for model_class in (self.backbone_class, self.model_class):
+            choices.update(getattr(model_class, "config_choices", None) or {})
+        for key, allowed in choices.items():
+            if key in self.final_config_dict:
+                try:
+                    config_choice(key, self.final_config_dict[key], allowed)
+                except UserError as err:
+                    where = f" ({self._origin(key)})" if key in self.external_config_dict else ""
+                    raise ConfigError(f"{error_message(err)}{where}.") from None
+
+    def _check_writable(self):
+        """Fail now, not after the LLM step, if the run must write where it cannot: a known
+        dataset to prepare into ``data_path``, or semantic files to make in their folder."""
+        folder, dataset = self["data_path"], self["dataset"]
+        if dataset in PREPARERS and self["auto_prepare"] and not is_prepared(folder, dataset):
+            blocked = _unwritable(folder)
+            if blocked:
+                raise ConfigError(
+                    f"data_path: dataset '{dataset}' is to be prepared in '{folder}', but "
+                    f"'{blocked}' is not a writable folder; point data_path at a writable "
+                    "folder or make it writable."
+                )
+        makes_semantics = getattr(self.model_class, "semantics", None) is not None
+        if makes_semantics and self["auto_semantics"] and self["semantics_required"]:
+            target = semantics_dir(self)
+            blocked = _unwritable(target)
+            if blocked:
+                raise ConfigError(
+                    f"data_path: {self.model} writes its semantic files to '{target}', but "
+                    f"'{blocked}' is not a writable folder. Make it writable, set semantics_dir "
+                    "(or data_path) to a writable folder, or, if the semantic files are already "
+                    "there, set auto_semantics: False."
+                )
 
     def _check_numbers(self):
         """Fail now, naming the key, if a key of :data:`NUMBER_KEYS` is not a number."""
@@ -272,6 +423,23 @@ class Config(RecBoleConfig):
             self.final_config_dict["state"] = "error"
             self.final_config_dict["show_progress"] = False
             self.final_config_dict["verbose"] = False
+
+
+def _unwritable(folder):
+    """None if files can be created in ``folder`` (or, if it does not exist yet, in the nearest
+    existing folder above it, where it would be made); else the path that blocks it."""
+    probe = os.path.abspath(folder)
+    while not os.path.exists(probe) and os.path.dirname(probe) != probe:
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        return probe
+    try:
+        fd, tmp = tempfile.mkstemp(dir=probe, prefix=".recbole_llm-write-check-")
+    except OSError:
+        return probe
+    os.close(fd)
+    os.remove(tmp)
+    return None
 
 
 def _name_list(value):

@@ -22,6 +22,7 @@ import itertools
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass
 
 import yaml
@@ -356,6 +357,9 @@ def _run_ray(params, max_evals, record_trial):
 
     def trainable(values):
         os.chdir(start_dir)
+        # a worker's command line holds ray's own flags (--node-ip-address=...), which
+        # RecBole's Config would read as (unknown) config keys
+        sys.argv = sys.argv[:1]
         record = record_trial(values)
         report = {"valid_score": float(record["valid_score"]), "bigger": bool(record["bigger"])}
         for part in parts:
@@ -487,8 +491,6 @@ def main(argv=None):
 
 
 def _main(argv):
-    import sys
-
     args, extra = build_parser().parse_known_args(argv)
     config_dict = fixed_values(extra)
     sys.argv = sys.argv[:1]  # RecBole's Config must not read our flags; the rest is config_dict

@@ -111,16 +111,17 @@ def test_saved_dataset_is_reused_only_while_its_files_and_our_keys_are_unchanged
     _mark_pickle(first.config)
     assert getattr(create_dataset(_config(fast_config, own_copy)), "marker", None) == "from pickle"
 
-    # one of our dataset keys changes: the pickle is not reused
+    # one of our dataset keys changes: the pickle is not reused (a made-up key: strict_keys off)
     monkeypatch.setattr(data_utils, "DATASET_ARGUMENTS", ["dataset_class", "our_key"])
-    changed = create_dataset(_config(fast_config, own_copy, our_key="other value"))
+    made_up = {"our_key": "other value", "strict_keys": False}
+    changed = create_dataset(_config(fast_config, own_copy, **made_up))
     assert not hasattr(changed, "marker")
 
     # an atomic file beside the dataset changes with the same keys: not reused either
     _mark_pickle(first.config)
     with open(os.path.join(own_copy, "synth", "synth.inter"), "a", encoding="utf-8") as f:
         f.write("1\t1\t5\t1999999999\n")
-    rebuilt = create_dataset(_config(fast_config, own_copy, our_key="other value"))
+    rebuilt = create_dataset(_config(fast_config, own_copy, **made_up))
     assert not hasattr(rebuilt, "marker")
     assert rebuilt.inter_num == first.inter_num + 1
 

@@ -19,13 +19,14 @@ import torch.nn as nn
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_llm.model.layers import sampled_softmax_loss, target_aware_readout
+from recbole_llm.model.layers import config_choice, sampled_softmax_loss, target_aware_readout
 
 #: ``vectors`` [B, K, d]; ``mask`` [B, K] bool (True = active interest); ``routing`` [B, K, L]
 #: (attention or coupling coefficients over positions).
 Interests = namedtuple("Interests", ["vectors", "mask", "routing"])
 
 LOSS_TYPES = ("CE", "SSM")
+READOUTS = ("hard", "soft")
 
 
 class MultiInterestRecommender(SequentialRecommender):
@@ -37,6 +38,8 @@ class MultiInterestRecommender(SequentialRecommender):
     """
 
     input_type = InputType.POINTWISE
+    #: allowed values of config keys, checked when the config is built (and here)
+    config_choices = {"loss_type": LOSS_TYPES, "readout": READOUTS}
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -47,10 +50,8 @@ class MultiInterestRecommender(SequentialRecommender):
         self.hard_readout = config["readout"] == "hard"  # target-aware readout: hard or soft
         self.readout_pow = config["readout_pow"]  # label-aware attention power (soft readout)
         self.dropout_prob = config["dropout_prob"] or 0.0  # dropout on the history embeddings
-        if self.loss_type not in LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {LOSS_TYPES}, got '{self.loss_type}'")
-        if config["readout"] not in ("hard", "soft"):
-            raise ValueError(f"readout must be 'hard' or 'soft', got '{config['readout']}'")
+        config_choice("loss_type", self.loss_type, LOSS_TYPES)
+        config_choice("readout", config["readout"], READOUTS)
         if self.loss_type == "SSM" and not self.sample_num:
             raise ValueError("loss_type SSM needs sample_num > 0 (negatives per batch)")
 

@@ -19,7 +19,11 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_llm.data.dataset import INTEREST_ROW
-from recbole_llm.model.abstract_recommender import MultiInterestRecommender, SingleInterestAdapter
+from recbole_llm.model.abstract_recommender import (
+    READOUTS,
+    MultiInterestRecommender,
+    SingleInterestAdapter,
+)
 from recbole_llm.model.layers import config_choice, masked_softmax, target_aware_readout
 from recbole_llm.registry import get_model
 
@@ -140,6 +144,12 @@ class EIMF(SequentialRecommender):
 
     input_type = InputType.POINTWISE
     semantics = "eimf"
+    #: allowed values of config keys, checked when the config is built (and here)
+    config_choices = {
+        "semantic_targets": SEMANTIC_TARGETS,
+        "semantic_control": SEMANTIC_CONTROLS,
+        "semantic_readout": READOUTS,
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
@@ -178,7 +188,10 @@ class EIMF(SequentialRecommender):
                     item_text,
                     interest_tables,
                     config["hidden_size"],
-                    hard_readout=config["semantic_readout"] == "hard",
+                    hard_readout=config_choice(
+                        "semantic_readout", config["semantic_readout"], READOUTS
+                    )
+                    == "hard",
                     freeze_item_text=config["freeze_item_text"],
                 )
             self.logger.info(

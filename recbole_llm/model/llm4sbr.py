@@ -20,7 +20,7 @@ from recbole.utils import InputType
 
 from recbole_llm.data.dataset import intent_field
 from recbole_llm.model.layers import config_choice
-from recbole_llm.model.session_views import SessionViews, backbone_regularization
+from recbole_llm.model.session_views import POOLS, SessionViews, backbone_regularization
 from recbole_llm.registry import get_model
 
 
@@ -40,6 +40,7 @@ def uniformity(x):
 FUSIONS = ("residual", "paper")
 CONTROLS = ("none", "mean", "shuffle")
 CONTROL_PHASES = ("both", "train", "inference")
+VIEW_LOSS_REDUCTIONS = ("sum", "mean")
 
 
 class LLM4SBR(SequentialRecommender):
@@ -75,13 +76,21 @@ class LLM4SBR(SequentialRecommender):
 
     input_type = InputType.POINTWISE
     semantics = "llm4sbr"
+    #: allowed values of config keys, checked when the config is built (and here)
+    config_choices = {
+        "view_loss_reduction": VIEW_LOSS_REDUCTIONS,
+        "fusion": FUSIONS,
+        "intent_control": CONTROLS,
+        "intent_control_phase": CONTROL_PHASES,
+        "global_pool": POOLS,
+    }
 
     def __init__(self, config, dataset):
         super().__init__(config, dataset)
         self.intent_loss_weight = config["intent_loss_weight"]  # tau
         self.use_alignment = config["alignment"]  # AU loss on or off (ablation)
         self.view_loss_reduction = config_choice(
-            "view_loss_reduction", config["view_loss_reduction"], ("sum", "mean")
+            "view_loss_reduction", config["view_loss_reduction"], VIEW_LOSS_REDUCTIONS
         )  # sum (code) or mean (paper)
         self.fusion_kind = config_choice("fusion", config["fusion"], FUSIONS)  # residual or paper
         self.intent_control = config_choice("intent_control", config["intent_control"], CONTROLS)
