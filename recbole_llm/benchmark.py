@@ -44,7 +44,14 @@ import numpy as np
 import yaml
 
 from recbole_llm.data.prepare import atomic_write
-from recbole_llm.errors import DEBUG_FLAG, DEBUG_HELP, UserError, cli_main, yaml_problem
+from recbole_llm.errors import (
+    DEBUG_FLAG,
+    DEBUG_HELP,
+    UserError,
+    cli_main,
+    error_message,
+    yaml_problem,
+)
 
 SCHEMA = 1
 
@@ -172,6 +179,7 @@ VOLATILE_KEYS = {
     "llm_backoff_max",
     "training_state_file",
     "strict_keys",
+    "trust_checkpoint",
 }
 
 
@@ -399,7 +407,7 @@ def suite_status(suite, only=None, seeds=None):
     """One line per (run, seed): done (with its result and time), partial (the epochs and best
     validation score its saved training state holds; training now, or interrupted), started
     (training, nothing validated yet) or to do."""
-    from recbole_llm.compat import load_checkpoint
+    from recbole_llm.compat import CheckpointError, load_checkpoint
     from recbole_llm.trainer import state_holder
 
     metric, split = suite["report"]["compare_metric"], suite["report"]["split"]
@@ -415,7 +423,11 @@ def suite_status(suite, only=None, seeds=None):
                 f"{row['epochs']} epochs x {row['seconds_per_epoch']:.1f} s"
             )
         elif os.path.exists(state_path(spec)):
-            state = load_checkpoint(state_path(spec), map_location="cpu")
+            try:
+                state = load_checkpoint(state_path(spec), map_location="cpu")
+            except CheckpointError as err:  # e.g. a state of an older version, or damaged
+                lines.append(f"partial      {name}: {error_message(err)}")
+                continue
             lines.append(
                 f"partial      {name}: {state['epoch'] + 1} epochs trained "
                 f"({sum(state['epoch_seconds']) / 60:.0f} min, best valid "
@@ -433,6 +445,7 @@ def suite_status(suite, only=None, seeds=None):
 
 def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=None):
     """Run every (run, seed) of a suite that has no results row yet; returns the rows."""
+    from recbole_llm.compat import checksum_path
     from recbole_llm.trainer import lock_path
 
     specs = suite_specs(suite, only, seeds)
@@ -468,7 +481,8 @@ def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=N
             with open(out_file, encoding="utf-8") as f:
                 row = json.load(f)
         write_row(row_path(suite, spec), row)
-        for leftover in (state_path(spec), lock_path(state_path(spec)), output):
+        state = state_path(spec)
+        for leftover in (state, checksum_path(state), lock_path(state), output):
             if os.path.exists(leftover):
                 os.remove(leftover)
         elapsed = time.time() - started

@@ -12,10 +12,12 @@ RecBole 1.2.1 file (what breaks)              our fix
 ``model/sequential_recommender/sine.py:25``   :func:`apply` switches anomaly detection back off
 calls ``torch.autograd.set_detect_anomaly``   after the package is imported (about 1.5x faster
 (True)`` at import, for every model           training for every sequential model).
-``trainer/trainer.py:323,583`` and            :func:`load_checkpoint` passes ``weights_only=False``
-``quick_start/quick_start.py:250`` call       for checkpoints our entry points wrote themselves
-``torch.load`` without ``weights_only``;      (they pickle RecBole's Config); used by
-torch >= 2.6 refuses the pickled Config       :class:`recbole_llm.trainer.CompatTrainerMixin` and
+``trainer/trainer.py:299-308`` pickles the    our checkpoints store the config as plain data
+whole Config into every checkpoint, and       (:func:`recbole_llm.config.plain_config`) beside a
+``trainer.py:323,583``,                       sha256 file; :func:`load_checkpoint` verifies it and
+``quick_start/quick_start.py:250`` unpickle   loads with ``weights_only=True`` (nothing is
+it with ``torch.load`` (arbitrary code on     unpickled but tensors and plain data); used by
+torch < 2.6; torch >= 2.6 refuses it)         :class:`recbole_llm.trainer.CompatTrainerMixin` and
                                               :func:`recbole_llm.quick_start.load_data_and_model`.
 ``config/configurator.py:476-515`` and        ``Config._init_device`` uses gloo and the CPU when
 ``trainer/trainer.py:61-64`` hard-code NCCL,  no GPU is wanted; the trainer mixin builds DDP
@@ -47,6 +49,15 @@ Pins (see README): numpy<2 (``compatibility_settings`` reads ``np.float_``; ray 
 ``np.bool8``), pandas<3 (copy-on-write turns RecBole's chained ``fillna(inplace=True)`` into
 no-ops), setuptools<82 (ray 2.6.3 imports ``pkg_resources``).
 """
+
+import hashlib
+import io
+import os
+import pickle
+import re
+
+from recbole_llm.data.prepare import atomic_write
+from recbole_llm.errors import UserError
 
 _applied = False
 
@@ -82,12 +93,116 @@ def _restore_dok_update():
         dok._update = _dok_update
 
 
-def load_checkpoint(path, map_location=None):
-    """Load a checkpoint written by RecBole's trainer (it pickles the Config object).
+#: Suffix of the checksum file beside each checkpoint and training state.
+CHECKSUM_SUFFIX = ".sha256"
 
-    Only for files our own entry points wrote: ``weights_only=False`` unpickles arbitrary
-    objects, which is what RecBole's checkpoints need.
+#: Opt-in that also loads files without our checksum, or holding pickled objects.
+TRUST_ADVICE = (
+    "only for files you made yourself, load it with trust_checkpoint=True (config key, or "
+    "load_data_and_model(..., trust_checkpoint=True)): unpickling runs whatever code it holds"
+)
+
+_UNSAFE_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+# checksum of each file this process serialised itself: those may be unpickled in full (a
+# RecBole model's other_parameter can hold numpy arrays or modules), nothing else may
+_written = {}
+
+
+class CheckpointError(UserError):
+    """A checkpoint or training state that is missing, damaged or not safe to load; the
+    message names the file."""
+
+
+def checksum_path(path):
+    """The checksum file beside ``path`` (``sha256sum -c`` reads it)."""
+    return str(path) + CHECKSUM_SUFFIX
+
+
+def _recorded_digests(path):
+    try:
+        with open(checksum_path(path), encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    return [line.split()[0] for line in lines if line.split()]
+
+
+def write_checked(path, data):
+    """Write the bytes ``data`` to ``path`` atomically, with their sha256 in the file beside it;
+    returns the digest.
+
+    While the file is replaced the checksum file lists the old and the new digest, so a process
+    killed between the two renames leaves a pair that still verifies.
+    """
+    path = str(path)
+    name = os.path.basename(path)
+    digest = hashlib.sha256(data).hexdigest()
+
+    def record(digests):
+        atomic_write(checksum_path(path), lambda f: f.writelines(f"{d}  {name}\n" for d in digests))
+
+    record([digest] + _recorded_digests(path)[:1])
+    atomic_write(path, lambda f: f.write(data), binary=True)
+    record([digest])
+    return digest
+
+
+def save_checkpoint(state, path):
+    """``torch.save`` ``state`` to ``path`` through :func:`write_checked`."""
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    _written[os.path.realpath(str(path))] = write_checked(path, buffer.getvalue())
+
+
+def load_checkpoint(path, map_location=None, trust=False):
+    """Load a checkpoint or training state written by :func:`save_checkpoint`.
+
+    The file must match its checksum file and is loaded with ``weights_only=True``: tensors
+    and plain data, never pickled objects. ``trust`` (config key ``trust_checkpoint``) also
+    loads a file without a checksum file and one holding pickled objects (checkpoints of
+    RecBole or of an older recbole_llm pickle their Config): only for files you made yourself.
+
+    Raises:
+        CheckpointError: naming the file, if it is missing, damaged (truncated, changed bytes),
+            unverifiable or holds pickled objects, without ``trust``.
     """
     import torch
 
-    return torch.load(path, map_location=map_location, weights_only=False)
+    path = str(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Checkpoint '{path}' does not exist.")
+    with open(path, "rb") as f:
+        data = f.read()
+    digest = hashlib.sha256(data).hexdigest()
+    recorded = _recorded_digests(path)
+    if recorded and digest not in recorded:
+        raise CheckpointError(
+            f"Checkpoint '{path}' ({len(data)} bytes) does not match its checksum in "
+            f"'{checksum_path(path)}': it is truncated or damaged. Restore it from a copy or "
+            "train again."
+        )
+    if not recorded and not trust:
+        raise CheckpointError(
+            f"Checkpoint '{path}' has no checksum file '{checksum_path(path)}', so it cannot "
+            "be verified (recbole_llm writes one beside every checkpoint; this file comes from "
+            f"elsewhere or an older version). If it is yours: {TRUST_ADVICE}."
+        )
+    try:
+        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if trust or _written.get(os.path.realpath(path)) == digest:
+            return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+        found = _UNSAFE_GLOBAL.search(str(err))
+        raise CheckpointError(
+            f"Checkpoint '{path}' holds pickled Python objects"
+            f"{f' ({found.group(1)})' if found else ''}, which are not loaded because "
+            f"unpickling can run code. If it is yours: {TRUST_ADVICE}."
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise CheckpointError(
+            f"Cannot read checkpoint '{path}': it is truncated or not a torch file ({first})."
+        ) from None

@@ -29,14 +29,19 @@ Only six hooks are overridden, each for one reason:
   the allowed values of our choices, RecBole's numbers and ``valid_metric``, and that the run
   can write where it will (a dataset to prepare, semantic files to make).
 - ``_init_device``: distributed runs on the CPU use gloo (RecBole hard-codes NCCL and CUDA).
+
+A checkpoint stores the config as plain data (:func:`plain_config`), and
+:func:`restore_config` turns that back into a Config without re-reading any file.
 """
 
 import os
 import tempfile
 
+import numpy as np
+import torch
 import yaml
 from recbole.config import Config as RecBoleConfig
-from recbole.utils import ModelType
+from recbole.utils import ModelType, enum_type
 
 from recbole_llm import compat, keys, registry
 from recbole_llm.data.prepare import PREPARERS, PROPERTIES_OF, is_prepared
@@ -440,6 +445,72 @@ def _unwritable(folder):
     os.close(fd)
     os.remove(tmp)
     return None
+
+
+def _plain(value):
+    """A config value as JSON data: RecBole's enums and torch devices become tagged mappings,
+    tuples and sets lists, numpy scalars numbers; anything else its ``str``."""
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, enum_type.Enum):
+        return {"__enum__": f"{type(value).__name__}.{value.name}"}
+    if isinstance(value, torch.device):
+        return {"__device__": str(value)}
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted(_plain(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return str(value)
+
+
+def _unplain(value):
+    if isinstance(value, dict):
+        if set(value) == {"__enum__"}:
+            enum_name, member = value["__enum__"].split(".")
+            return getattr(enum_type, enum_name)[member]
+        if set(value) == {"__device__"}:
+            return torch.device(value["__device__"])
+        return {k: _unplain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unplain(v) for v in value]
+    return value
+
+
+#: What a checkpoint stores in place of a secret-looking value (the config refuses them; this
+#: also covers one set on a built config).
+REDACTED = "<redacted>"
+
+
+def plain_config(config):
+    """The final values of ``config`` as JSON data (no pickled objects): what our checkpoints
+    store instead of RecBole's pickled Config. Secret-looking keys are redacted."""
+    return {
+        key: REDACTED if keys.is_secret_key(key) and value else _plain(value)
+        for key, value in config.final_config_dict.items()
+    }
+
+
+def restore_config(plain):
+    """A :class:`Config` with exactly the values of ``plain`` (from :func:`plain_config`),
+    built without reading any YAML file or the command line, as RecBole's unpickled Config
+    would be."""
+    compat.apply()
+    config = Config.__new__(Config)
+    config.compatibility_settings()  # numpy aliases RecBole's metrics still use
+    config._init_parameters_category()
+    config.parameters = {name: list(args) for name, args in config.parameters.items()}
+    config.yaml_loader = config._build_yaml_loader()
+    config.file_config_dict, config.variable_config_dict, config.cmd_config_dict = {}, {}, {}
+    config.external_config_dict, config.internal_config_dict, config._file_of = {}, {}, {}
+    config.final_config_dict = {key: _unplain(value) for key, value in plain.items()}
+    config.model, config.dataset = plain["model"], plain["dataset"]
+    config.model_class = registry.get_model(config.model)
+    config.backbone_class = None
+    return config
 
 
 def _name_list(value):

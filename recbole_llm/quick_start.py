@@ -16,7 +16,7 @@ from recbole.data.transform import construct_transform
 from recbole.utils import get_environment, get_flops, init_logger, init_seed, set_color
 
 from recbole_llm import compat, registry
-from recbole_llm.config import Config
+from recbole_llm.config import Config, restore_config
 from recbole_llm.data.utils import create_dataset, data_preparation
 from recbole_llm.errors import UserError
 
@@ -226,14 +226,21 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
 _SINGLE_PROCESS = {"single_spec": True, "local_rank": 0}
 
 
-def load_data_and_model(model_file, config_dict=None):
+def load_data_and_model(model_file, config_dict=None, trust_checkpoint=False):
     """Reload a checkpoint written by our entry points, with its dataset and dataloaders.
+
+    The checkpoint must match the checksum file beside it, and is loaded without unpickling
+    anything but tensors and plain data (see :func:`recbole_llm.compat.load_checkpoint`).
 
     Args:
         model_file (str): path of the ``.pth`` checkpoint.
         config_dict (dict): keys to override in the saved config, e.g. ``data_path`` (the
             dataset's own folder) when the data moved. Semantic files are loaded only if present
             and valid (``semantics_required: False``): models predict without them.
+        trust_checkpoint (bool): only for files you made yourself: also load a checkpoint
+            without a checksum file, or one that pickles objects (RecBole's own checkpoints
+            and those of older recbole_llm versions pickle their Config); unpickling runs
+            whatever code the file holds.
 
     Returns:
         tuple: ``(config, model, dataset, train_data, valid_data, test_data)``; the model is in
@@ -242,8 +249,12 @@ def load_data_and_model(model_file, config_dict=None):
     import torch
 
     compat.apply()
-    checkpoint = compat.load_checkpoint(model_file, map_location="cpu")
+    checkpoint = compat.load_checkpoint(model_file, map_location="cpu", trust=trust_checkpoint)
     config = checkpoint["config"]
+    if isinstance(config, dict):  # ours: plain data
+        config = restore_config(config)
+    # whether to trust files loaded later is the caller's choice, not the saving run's
+    config["trust_checkpoint"] = bool(trust_checkpoint)
     # a checkpoint of a distributed run still holds its process-group settings
     for key, value in _SINGLE_PROCESS.items():
         config[key] = value

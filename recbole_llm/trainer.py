@@ -21,10 +21,11 @@ from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator import Collector, Evaluator
 from recbole.evaluator.base_metric import TopkMetric
 from recbole.trainer import Trainer
+from recbole.utils import set_color
 from torch.nn.parallel import DistributedDataParallel
 
-from recbole_llm.compat import load_checkpoint
-from recbole_llm.data.prepare import atomic_write
+from recbole_llm.compat import load_checkpoint, save_checkpoint, write_checked
+from recbole_llm.config import plain_config
 
 #: Prefix of the result keys and per-user metric names evaluated with ``mask_history``.
 MASKED_PREFIX = "masked_"
@@ -116,8 +117,11 @@ class RecordingEvaluator(Evaluator):
 class CompatTrainerMixin:
     """Fixes for ``recbole/trainer/trainer.py`` (RecBole 1.2.1).
 
-    - ``resume_checkpoint`` and ``evaluate(load_best_model=True)`` load the checkpoint with
-      ``weights_only=False`` (lines 323 and 583 fail on torch >= 2.6 otherwise).
+    - Safe checkpoints: ``_save_checkpoint`` stores the config as plain data
+      (:func:`~recbole_llm.config.plain_config`, not RecBole's pickled Config, lines 299-308)
+      with a checksum file beside it; ``resume_checkpoint``, ``evaluate(load_best_model=True)``
+      and the training state load through :func:`~recbole_llm.compat.load_checkpoint`
+      (verified, ``weights_only=True``; ``trust_checkpoint`` for files of your own without).
     - DDP on the CPU: RecBole wraps the model with ``device_ids=[local_rank]`` (lines 61-64),
       which only works for CUDA modules; on the CPU we wrap without device ids.
     - DDP checkpoint race: each rank names its own checkpoint and only rank 0 writes one, so
@@ -211,6 +215,24 @@ class CompatTrainerMixin:
                 train_data, valid_data, verbose, saved, show_progress, callback_fn=save_state
             )
 
+    def _save_checkpoint(self, epoch, verbose=True, **kwargs):
+        """RecBole's checkpoint, with the config as plain data and a checksum file beside it."""
+        if not self.config["single_spec"] and self.config["local_rank"] != 0:
+            return
+        saved_model_file = kwargs.pop("saved_model_file", self.saved_model_file)
+        state = {
+            "config": plain_config(self.config),
+            "epoch": epoch,
+            "cur_step": self.cur_step,
+            "best_valid_score": _plain_numbers(self.best_valid_score),
+            "state_dict": self.model.state_dict(),
+            "other_parameter": self.model.other_parameter(),
+            "optimizer": self.optimizer.state_dict(),
+        }
+        save_checkpoint(state, saved_model_file)
+        if verbose:
+            self.logger.info(set_color("Saving current", "blue") + f": {saved_model_file}")
+
     def _run_identity(self):
         """A digest of what this run computes (the config without where/how-verbose keys)."""
         from recbole_llm.benchmark import VOLATILE_KEYS
@@ -229,6 +251,7 @@ class CompatTrainerMixin:
             with open(self.saved_model_file, "rb") as f:
                 best = f.read()
         generator = getattr(train_data, "generator", None)
+        bit_generator, mt_keys, position, has_gauss, cached_gaussian = np.random.get_state()
         state = {
             "identity": self._run_identity(),
             "epoch": epoch_idx,
@@ -246,16 +269,26 @@ class CompatTrainerMixin:
             "rng": {
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-                "numpy": np.random.get_state(),
+                # numpy's state as a tensor: a safe (weights-only) load refuses numpy arrays
+                "numpy": (
+                    bit_generator,
+                    torch.from_numpy(mt_keys.astype(np.int64)),
+                    position,
+                    has_gauss,
+                    cached_gaussian,
+                ),
                 "python": random.getstate(),
                 "loader": generator.get_state() if generator is not None else None,
             },
         }
-        atomic_write(state_file, lambda f: torch.save(state, f, pickle_protocol=4), binary=True)
+        save_checkpoint(_plain_numbers(state), state_file)
 
     def _restore_training_state(self, state_file, train_data):
         """Load a state written by :meth:`_save_training_state`; True if training had ended."""
-        state = load_checkpoint(state_file, map_location="cpu")  # RNG states stay on the CPU
+        # RNG states stay on the CPU
+        state = load_checkpoint(
+            state_file, map_location="cpu", trust=self.config["trust_checkpoint"]
+        )
         if state.get("identity") != self._run_identity():
             raise ValueError(
                 f"training_state_file '{state_file}' was written by a run with a different "
@@ -272,13 +305,16 @@ class CompatTrainerMixin:
         self.model.load_other_parameter(state.get("other_parameter"))
         self.optimizer.load_state_dict(state["optimizer"])
         if state["best_checkpoint"] is not None:
-            with open(self.saved_model_file, "wb") as f:
-                f.write(state["best_checkpoint"])
+            write_checked(self.saved_model_file, state["best_checkpoint"])
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         if rng["cuda"] is not None and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(rng["cuda"])
-        np.random.set_state(rng["numpy"])
+        numpy_state = rng["numpy"]
+        if torch.is_tensor(numpy_state[1]):
+            mt_keys = numpy_state[1].numpy().astype(np.uint32)
+            numpy_state = (numpy_state[0], mt_keys, *numpy_state[2:])
+        np.random.set_state(numpy_state)
         random.setstate(rng["python"])
         generator = getattr(train_data, "generator", None)
         if rng["loader"] is not None and generator is not None:
@@ -309,7 +345,9 @@ class CompatTrainerMixin:
     def load_best_model(self, model_file=None):
         """Load model parameters from ``model_file`` or this run's best checkpoint."""
         checkpoint_file = self._agreed_checkpoint_file(model_file)
-        checkpoint = load_checkpoint(checkpoint_file, map_location=self.device)
+        checkpoint = load_checkpoint(
+            checkpoint_file, map_location=self.device, trust=self.config["trust_checkpoint"]
+        )
         self.model.load_state_dict(checkpoint["state_dict"])
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.logger.info(f"Loading model structure and parameters from {checkpoint_file}")
@@ -402,10 +440,13 @@ class CompatTrainerMixin:
         return {MASKED_PREFIX + name: value for name, value in result.items()}
 
     def resume_checkpoint(self, resume_file):
-        """Resume training from a checkpoint (RecBole's logic, loading with weights_only=False)."""
+        """Resume training from a checkpoint (RecBole's logic, loading it safely: see
+        :func:`~recbole_llm.compat.load_checkpoint`)."""
         resume_file = str(resume_file)
         self.saved_model_file = resume_file
-        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        checkpoint = load_checkpoint(
+            resume_file, map_location=self.device, trust=self.config["trust_checkpoint"]
+        )
         self.start_epoch = checkpoint["epoch"] + 1
         self.cur_step = checkpoint["cur_step"]
         self.best_valid_score = checkpoint["best_valid_score"]
@@ -418,6 +459,17 @@ class CompatTrainerMixin:
         self.model.load_other_parameter(checkpoint.get("other_parameter"))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.logger.info(f"Checkpoint loaded. Resume training from epoch {self.start_epoch}")
+
+
+def _plain_numbers(value):
+    """``value`` with numpy scalars made Python numbers (a safe load refuses numpy objects)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, dict):
+        return type(value)((k, _plain_numbers(v)) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return type(value)(_plain_numbers(v) for v in value)
+    return value
 
 
 _compat_classes = {}
