@@ -144,8 +144,19 @@ def shared_config(suite):
     """The shared config of a suite: its config files merged in order, then ``config``."""
     merged = {}
     for path in suite["config_files"]:
+        if not os.path.isfile(path):
+            raise SuiteError(f"Config file '{path}' of suite '{suite.get('path')}' does not exist.")
         with open(path, encoding="utf-8") as f:
-            merged.update(yaml.safe_load(f) or {})
+            try:
+                content = yaml.safe_load(f) or {}
+            except yaml.YAMLError as err:
+                raise SuiteError(
+                    f"Cannot parse config file '{path}' of suite '{suite.get('path')}', "
+                    f"{yaml_problem(err)}; fix the file."
+                ) from err
+        if not isinstance(content, dict):
+            raise SuiteError(f"Config file '{path}' must hold a mapping of keys to values.")
+        merged.update(content)
     merged.update(suite["config"])
     return merged
 

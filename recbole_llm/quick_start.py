@@ -17,7 +17,7 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 
 from recbole_llm import compat, registry
 from recbole_llm.config import Config, restore_config
-from recbole_llm.data.utils import create_dataset, data_preparation
+from recbole_llm.data.utils import check_atomic_files, create_dataset, data_preparation
 from recbole_llm.errors import UserError
 
 
@@ -187,6 +187,7 @@ def run_semantics(model, dataset=None, config_file_list=None, config_dict=None, 
             f"Model {config['model']} uses no LLM semantics; --semantics applies to models that "
             "do (EIMF, LLM4SBR)."
         )
+    check_atomic_files(config)
     init_seed(config["seed"], config["reproducibility"])
     _make_output_dirs(config)
     init_logger(config)

@@ -27,6 +27,7 @@ from recbole.utils.argument_list import dataset_arguments as recbole_dataset_arg
 
 from recbole_llm import registry
 from recbole_llm.config import DATASET_ARGUMENTS
+from recbole_llm.data.checks import check_atomic_files
 from recbole_llm.data.prepare import atomic_write, ensure_dataset
 
 
@@ -136,6 +137,7 @@ def create_dataset(config):
     unknown missing one raises ``FileNotFoundError`` saying what to do.
     """
     ensure_dataset(config)
+    check_atomic_files(config)
     dataset_class = registry.get_dataset_class(config)
     default_file = os.path.join(
         config["checkpoint_dir"], f'{config["dataset"]}-{dataset_class.__name__}.pth'

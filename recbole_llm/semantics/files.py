@@ -173,8 +173,18 @@ def read_manifest(config, kind, settings, command):
             f"No {kind} semantics for dataset '{config['dataset']}' ('{path}' is missing). "
             f"Create them with: {command}"
         )
-    with open(path, encoding="utf-8") as f:
-        manifest = json.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            manifest = json.load(f)
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise SemanticsError(
+            f"'{path}' is not a readable manifest ({err}): it was cut short or edited. "
+            f"Regenerate with: {command}"
+        ) from None
+    if not isinstance(manifest, dict):
+        raise SemanticsError(
+            f"'{path}' is not a manifest (a JSON object). Regenerate with: {command}"
+        )
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("kind") != kind:
         raise SemanticsError(f"'{path}' is not a {kind} manifest of format {MANIFEST_FORMAT}.")
     current = input_hashes(config)
