@@ -219,8 +219,12 @@ class Config(RecBoleConfig):
         model_defaults = (
             _read_yaml(model_yaml, self.yaml_loader) if os.path.isfile(model_yaml) else {}
         )
-        # a wrapper model (EIMF, LLM4SBR) gets its backbone's defaults underneath its own
-        backbone = self.external_config_dict.get("backbone", model_defaults.get("backbone"))
+        # a wrapper model (EIMF, LLM4SBR: its YAML names a default backbone) gets its
+        # backbone's defaults underneath its own; other models ignore the key, so one shared
+        # config can run a backbone alone and wrapped
+        backbone = None
+        if "backbone" in model_defaults:
+            backbone = self.external_config_dict.get("backbone", model_defaults["backbone"])
         self.backbone_class = self._backbone_class(model, backbone)
         backbone_layers = []
         if backbone:

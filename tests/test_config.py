@@ -9,6 +9,7 @@ from recbole.utils import ModelType
 import recbole_llm.config as config_module
 from recbole_llm import registry
 from recbole_llm.config import Config
+from recbole_llm.errors import UserError
 
 KEYS = ["k_overall", "k_model", "k_dataset", "k_file", "k_dict", "k_cmd"]
 
@@ -130,3 +131,13 @@ def test_name_lists_from_the_command_line_need_no_quotes(monkeypatch):
     assert Config(model="SASRec", dataset="synth")["intent_views"] == ["long", "short"]
     monkeypatch.setattr("sys.argv", ["run_recbole_llm.py", "--intent_views=normal"])
     assert Config(model="SASRec", dataset="synth")["intent_views"] == ["normal"]
+
+
+def test_a_shared_config_naming_a_backbone_runs_the_backbone_alone_too():
+    # suites run GRU4Rec and LLM4SBR-GRU4Rec under one config that names the backbone
+    alone = Config(model="GRU4Rec", dataset="synth", config_dict={"backbone": "GRU4Rec"})
+    assert alone.backbone_class is None
+    wrapped = Config(model="LLM4SBR", dataset="synth", config_dict={"backbone": "GRU4Rec"})
+    assert wrapped.backbone_class.__name__ == "GRU4Rec"
+    with pytest.raises(UserError, match="own backbone"):
+        Config(model="EIMF", dataset="synth", config_dict={"backbone": "EIMF"})
