@@ -187,6 +187,21 @@ def test_multi_positive_info_nce_has_no_floor_from_duplicates():
     multi = info_nce(anchors, positives, 0.1, keys=groups)
     assert official > 2.5  # about log 16: the duplicates count as negatives
     assert multi < 0.05
+    # equal duplicates only shift the loss by log(count): the gradients are the same ...
+    anchors = torch.randn(64, 8, requires_grad=True)
+    columns = torch.randn(4, 8, requires_grad=True)
+    for keys in (None, groups):
+        loss = info_nce(anchors, columns[groups], 0.1, keys=keys)
+        grads = torch.autograd.grad(loss, [anchors, columns])
+        if keys is None:
+            official_loss, official_grads = loss, grads
+    assert torch.isclose(official_loss - loss, torch.log(torch.tensor(16.0)))
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(official_grads, grads))
+    # ... and differ where one key's columns differ
+    uneven = columns[groups] + 0.3 * torch.randn(64, 8)
+    official = torch.autograd.grad(info_nce(anchors, uneven, 0.1), anchors)[0]
+    multi = torch.autograd.grad(info_nce(anchors, uneven, 0.1, keys=groups), anchors)[0]
+    assert not torch.allclose(official, multi, atol=1e-4)
     # without duplicates the two agree
     distinct = torch.randn(16, 8)
     assert torch.allclose(

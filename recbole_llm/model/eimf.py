@@ -97,7 +97,11 @@ def info_nce(anchors, positives, temperature, keys=None):
     With ``keys`` ``[B]`` it is multi-positive: every column whose key equals the row's (the
     same typical user, the same target item) is a positive, ``-log(sum_pos exp / sum_all exp)``.
     The official form treats such duplicates as negatives: a batch of 512 users with 31-41
-    distinct typical users then has a floor of about 4 nats, and the loss teaches nothing.
+    distinct typical users then has a floor of about 4 nats. Where the duplicate columns are
+    equal vectors (the same target's text, the same typical user with the same readout), that
+    floor is a constant, log of the count, and both forms give the same gradients; they differ
+    only where a key's columns differ (a typical user whose readout for another target picked
+    another interest), which the multi-positive form still counts as positives.
     """
     logits = F.normalize(anchors, dim=-1) @ F.normalize(positives, dim=-1).T / temperature
     if keys is None:
