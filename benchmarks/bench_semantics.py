@@ -30,9 +30,9 @@ def main():
     sys.argv = sys.argv[:1]
 
     from recbole_llm.config import Config
+    from recbole_llm.semantic_step import run_pipeline
     from recbole_llm.semantics.encoder import TextEncoder
-    from recbole_llm.semantics.llm import make_backend
-    from recbole_llm.semantics.pipeline import run_pipeline
+    from recbole_llm.semantics.generator import make_backend
 
     work = tempfile.mkdtemp(prefix="bench-semantics-")
     try:
@@ -119,13 +119,14 @@ def main():
 
 def _step_requests(config, kind, manifest):
     """The step's prompts for its typical users, built by the pipeline's own function."""
+    from recbole_llm.semantic_step import plain_dataset
     from recbole_llm.semantics.history import training_histories
-    from recbole_llm.semantics.pipeline import _plain_dataset, interest_requests
+    from recbole_llm.semantics.interests import interest_requests
     from recbole_llm.semantics.text import item_texts
 
     if kind != "eimf":
         raise SystemExit("raw-speed prompts are rebuilt for EIMF only")
-    histories = training_histories(_plain_dataset(config).build()[0])
+    histories = training_histories(plain_dataset(config).build()[0])
     users = list(manifest["interests"])
     texts = item_texts(config, sorted({i for u in users for i in histories[u]})).texts
     return interest_requests(config, users, histories, texts)

@@ -81,7 +81,9 @@ def row_cost(entry, manifest, ledger):
 
 
 def render(suite, rows, data_path, baseline, ledger):
-    from recbole_llm.benchmark import _mean_std, compare, entry_rows
+    from recbole_llm.bench.report import compare
+    from recbole_llm.bench.report import mean_std as _mean_std
+    from recbole_llm.bench.suite import entry_rows
 
     metric = suite["report"]["compare_metric"]
     lines = [
@@ -147,8 +149,9 @@ def main():
     )
     args = parser.parse_args()
     sys.path.insert(0, os.path.dirname(HERE))
-    from recbole_llm.benchmark import load_rows, load_suite, write_report
-    from recbole_llm.data.prepare import atomic_write
+    from recbole_llm.bench.report import write_report
+    from recbole_llm.bench.suite import load_rows, load_suite
+    from recbole_llm.utils import atomic_write
 
     ledger = {}
     if os.path.exists(args.costs):

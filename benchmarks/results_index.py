@@ -66,7 +66,7 @@ def _seeds(suite):
 def suite_summaries(suites_dir=SUITES_DIR):
     """One dict per suite file (sorted by file name): title, dataset, seeds, runs done and
     planned, report path (None if it is not written yet), split and findings."""
-    from recbole_llm.benchmark import load_rows, load_suite
+    from recbole_llm.bench.suite import load_rows, load_suite
 
     summaries = []
     for path in sorted(glob.glob(os.path.join(suites_dir, "*.yaml"))):

@@ -4,10 +4,10 @@
     python benchmarks/run_suite.py SUITE --only REMI SASRec     # some rows only
     python benchmarks/run_suite.py SUITE --report-only          # rewrite the table
 
-See recbole_llm/benchmark.py for the suite format.
+See recbole_llm/bench/__init__.py for the suite format.
 """
 
-from recbole_llm.benchmark import main
+from recbole_llm.bench.cli import main
 
 if __name__ == "__main__":
     main()

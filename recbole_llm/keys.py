@@ -22,9 +22,6 @@ import os
 import re
 
 import yaml
-from recbole.utils import argument_list
-
-from recbole_llm.semantics.llm import BACKENDS
 
 #: Keys RecBole's run_recbole.py and its Config take from the command line or set themselves.
 RECBOLE_RUNTIME_KEYS = (
@@ -65,9 +62,9 @@ RECBOLE_CODE_KEYS = (
     "use_filter",
 )
 
-#: Allowed values of the semantic step's keys (``llm_backend``'s live with the backends).
+#: Allowed values of the semantic step's keys (the backends read ``llm_backend``'s from here).
 SEMANTIC_CHOICES = {
-    "llm_backend": BACKENDS,
+    "llm_backend": ("transformers", "openai", "llama_cpp"),
     "typical_selection": ("ap", "kmeans"),
     "interest_source": ("llm", "categories"),
     "interest_fallback": ("none", "categories"),
@@ -75,6 +72,69 @@ SEMANTIC_CHOICES = {
     "intent_source": ("llm", "last_item"),
     "intent_aggregation": ("sum", "mean"),
 }
+
+#: Our keys that change what a dataset contains. A pickled dataset or saved dataloaders are
+#: reused only when these match too (RecBole compares only its own ``dataset_arguments``).
+DATASET_ARGUMENTS = [
+    "dataset_class",
+    "semantics_dir",
+    "semantics_required",
+    "text_fields",
+    "category_field",
+    "item_noun",
+    "item_verb",
+    "llm_backend",
+    "llm_model",
+    "llm_max_new_tokens",
+    "llm_repetition_penalty",
+    "encoder_model",
+    "typical_selection",
+    "typical_ratio",
+    "ap_max_users",
+    "max_interests",
+    "prompt_max_items",
+    "interest_source",
+    "interest_fallback",
+    "typical_assignment",
+    "semantics_seed",
+    "intent_views",
+    "intent_source",
+    "intent_topr",
+    "intent_aggregation",
+]
+
+#: Keys that say where or how verbosely a run happens, not what it computes.
+VOLATILE_KEYS = {
+    "data_path",
+    "checkpoint_dir",
+    "device",
+    "gpu_id",
+    "use_gpu",
+    "local_rank",
+    "single_spec",
+    "state",
+    "show_progress",
+    "verbose",
+    "log_wandb",
+    "wandb_project",
+    "worker",
+    "save_dataset",
+    "dataset_save_path",
+    "save_dataloaders",
+    "dataloaders_save_path",
+    "semantics_cache_dir",
+    "auto_prepare",
+    "source_dir",
+    "auto_semantics",
+    "llm_shard",
+    "llm_export_replies",
+    "llm_backoff",
+    "llm_backoff_max",
+    "training_state_file",
+    "strict_keys",
+    "trust_checkpoint",
+}
+
 
 #: The type tags of our YAML comments, and the Python types each accepts.
 TYPE_TAGS = {
@@ -108,6 +168,7 @@ def _yaml_keys(pattern):
 def recbole_keys():
     """Every key RecBole 1.2.1 knows (see the module docstring)."""
     import recbole
+    from recbole.utils import argument_list
 
     properties = os.path.join(os.path.dirname(recbole.__file__), "properties")
     keys = _yaml_keys(os.path.join(properties, "**", "*.yaml"))

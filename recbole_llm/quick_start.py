@@ -4,6 +4,8 @@
 - :func:`run`: the same with RecBole's multi-process arguments; workers resolve our models.
 - :func:`objective_function`: the target for RecBole's ``HyperTuning``.
 - :func:`load_data_and_model`: reload any checkpoint our entry points wrote.
+- :func:`create_dataset`: the dataset of a config, its semantic files made or checked first
+  (every function above builds its dataset so; a Dataset constructor never runs an LLM).
 """
 
 import logging
@@ -17,15 +19,29 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 
 from recbole_llm import compat, registry
 from recbole_llm.config import Config, restore_config
-from recbole_llm.data.utils import check_atomic_files, create_dataset, data_preparation
+from recbole_llm.data.checks import check_atomic_files
+from recbole_llm.data.prepare import ensure_dataset
+from recbole_llm.data.utils import build_dataset, data_preparation
 from recbole_llm.errors import UserError
+from recbole_llm.semantic_step import prepare_semantics, run_pipeline
 
 
-def _make_output_dirs(config):
+def make_output_dirs(config):
     """Create RecBole's output folders up front: its ``ensure_dir`` checks, then creates, so
     ranks of a distributed run starting together race on it (``FileExistsError``)."""
     os.makedirs(os.path.join("log", config["model"]), exist_ok=True)
     os.makedirs(config["checkpoint_dir"], exist_ok=True)
+
+
+def create_dataset(config):
+    """The dataset a config describes, as RecBole's ``create_dataset`` builds it: a known
+    dataset missing from the data root is prepared, the atomic files are checked, the semantic
+    files the model needs are made or checked (:func:`recbole_llm.semantic_step.prepare_semantics`),
+    then the dataset is built, or a still valid pickle of it reused."""
+    ensure_dataset(config)
+    check_atomic_files(config)
+    prepare_semantics(config)
+    return build_dataset(config, registry.get_dataset_class(config))
 
 
 def _build(config):
@@ -91,7 +107,7 @@ def run_recbole_llm(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
     )
     init_seed(config["seed"], config["reproducibility"])
-    _make_output_dirs(config)
+    make_output_dirs(config)
     init_logger(config)
     logger = getLogger()
     logger.info(sys.argv)
@@ -176,8 +192,6 @@ def run_semantics(model, dataset=None, config_file_list=None, config_dict=None, 
     Replies and embeddings come from the cache when they exist; ``refresh`` regenerates the
     replies.
     """
-    from recbole_llm.semantics.pipeline import run_pipeline
-
     config = Config(
         model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
     )
@@ -189,7 +203,7 @@ def run_semantics(model, dataset=None, config_file_list=None, config_dict=None, 
         )
     check_atomic_files(config)
     init_seed(config["seed"], config["reproducibility"])
-    _make_output_dirs(config)
+    make_output_dirs(config)
     init_logger(config)
     getLogger().info(config)
     return run_pipeline(config, kind, refresh=refresh)
@@ -216,7 +230,7 @@ def objective_function(config_dict=None, config_file_list=None, saved=True):
     logger = getLogger()
     for handler in logger.handlers[:]:
         logger.removeHandler(handler)
-    _make_output_dirs(config)
+    make_output_dirs(config)
     init_logger(config)
     logging.basicConfig(level=logging.ERROR)
     result, _, _ = train_and_test(config, saved=saved, verbose=False)

@@ -14,9 +14,9 @@ from conftest import REPO
 from recbole_llm.config import Config
 from recbole_llm.data import amazon, prepare
 from recbole_llm.data.sessions import read_interactions, write_sequence_session_dataset
-from recbole_llm.data.utils import create_dataset
+from recbole_llm.quick_start import create_dataset
 from recbole_llm.semantics import prompts
-from recbole_llm.semantics.pipeline import interest_requests
+from recbole_llm.semantics.interests import interest_requests
 from recbole_llm.semantics.text import item_texts
 
 N_USERS, N_ITEMS = 40, 30

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import yaml
 
-from recbole_llm import benchmark
-from recbole_llm.trainer import lock_path, state_lock
+from recbole_llm import bench as benchmark
+from recbole_llm.training_state import lock_path, state_lock
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_a_killed_runner_stops_its_worker(tiny_suite, private_cache):
             f"(pid {os.getpid()}), no epoch validated yet"
         ]
     runner = subprocess.Popen(
-        [sys.executable, "-m", "recbole_llm.benchmark", tiny_suite],
+        [sys.executable, "-m", "recbole_llm.bench", tiny_suite],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         env=dict(os.environ, RECBOLE_LLM_CACHE=private_cache),

@@ -6,9 +6,11 @@ import shutil
 
 import pytest
 
+from recbole_llm import utils
 from recbole_llm.config import Config
 from recbole_llm.data import prepare
-from recbole_llm.data.utils import create_dataset, data_preparation
+from recbole_llm.data.utils import data_preparation
+from recbole_llm.quick_start import create_dataset
 
 
 def test_missing_unknown_dataset_fails_with_what_to_do(tmp_path):
@@ -138,7 +140,7 @@ def test_saved_dataloaders_are_rebuilt_when_files_change(fast_config, own_copy):
 
 def test_atomic_write_leaves_no_temporary_file_and_plain_permissions(tmp_path):
     path = tmp_path / "sub" / "table.txt"
-    prepare.atomic_write(str(path), lambda f: f.write("a\n"))
+    utils.atomic_write(str(path), lambda f: f.write("a\n"))
     umask = os.umask(0)
     os.umask(umask)
     assert path.read_text() == "a\n" and os.stat(path).st_mode & 0o777 == 0o666 & ~umask
@@ -148,7 +150,7 @@ def test_atomic_write_leaves_no_temporary_file_and_plain_permissions(tmp_path):
         raise RuntimeError("interrupted")
 
     with pytest.raises(RuntimeError):
-        prepare.atomic_write(str(path), fail)
+        utils.atomic_write(str(path), fail)
     assert path.read_text() == "a\n" and os.listdir(path.parent) == ["table.txt"]
 
 

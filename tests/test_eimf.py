@@ -11,8 +11,8 @@ import torch
 from conftest import LOAD_TIMES, REPO
 
 from recbole_llm.config import Config
-from recbole_llm.data.utils import create_dataset, data_preparation
-from recbole_llm.quick_start import load_data_and_model, run_recbole_llm
+from recbole_llm.data.utils import data_preparation
+from recbole_llm.quick_start import create_dataset, load_data_and_model, run_recbole_llm
 from recbole_llm.registry import get_model, get_trainer
 from recbole_llm.semantics import files
 

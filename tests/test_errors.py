@@ -8,7 +8,8 @@ import sys
 import pytest
 from conftest import REPO
 
-from recbole_llm import benchmark, cli, hyper
+from recbole_llm import assets, cli, hyper
+from recbole_llm import bench as benchmark
 from recbole_llm.config import Config, ConfigError, MissingConfigKeyError
 from recbole_llm.data import prepare
 from recbole_llm.errors import UserError, cli_main, error_message
@@ -100,7 +101,7 @@ def test_non_numeric_epochs_is_a_config_error(monkeypatch, capsys):
 
 
 def test_prepare_script_reports_a_missing_wheel_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(prepare, "package_dir", lambda package: None)
+    monkeypatch.setattr(assets, "package_dir", lambda package: None)
     with pytest.raises(SystemExit) as stop:
         prepare.main("ml-1m", ["--data_path", str(tmp_path)])
     assert stop.value.code == 2

@@ -7,8 +7,8 @@ import scipy.sparse as sp
 import torch
 
 from recbole_llm.config import Config
-from recbole_llm.data.utils import create_dataset, data_preparation
-from recbole_llm.quick_start import run_recbole_llm
+from recbole_llm.data.utils import data_preparation
+from recbole_llm.quick_start import create_dataset, run_recbole_llm
 from recbole_llm.registry import get_model
 
 

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from recbole_llm.config import Config
-from recbole_llm.data.utils import create_dataset, data_preparation
-from recbole_llm.quick_start import run_recbole_llm
+from recbole_llm.data.utils import data_preparation
+from recbole_llm.quick_start import create_dataset, run_recbole_llm
 from recbole_llm.registry import get_model, get_trainer
 
 BACKBONES = ["SRGNN", "GRU4Rec", "SASRec", "NARM", "STAMP", "GCSAN"]

@@ -14,17 +14,13 @@ from conftest import REPO
 from loopback import ChatServer, chat_payload
 
 from recbole_llm.config import Config
+from recbole_llm.semantic_step import run_pipeline
 from recbole_llm.semantics import files
+from recbole_llm.semantics.backends import TransformersBackend
 from recbole_llm.semantics.cache import ReplyCache
-from recbole_llm.semantics.llm import (
-    CachedGenerator,
-    LLMError,
-    OpenAIBackend,
-    ShardDone,
-    TransformersBackend,
-    resolve_local_model,
-)
-from recbole_llm.semantics.pipeline import run_pipeline
+from recbole_llm.semantics.generator import CachedGenerator, ShardDone
+from recbole_llm.semantics.models import LLMError, resolve_local_model
+from recbole_llm.semantics.openai_backend import OpenAIBackend
 
 DECODING = {"max_new_tokens": 8, "repetition_penalty": 1.0, "greedy": True}
 SECRET = "sk-test-0123456789-secret"
@@ -195,7 +191,7 @@ def test_two_shards_split_the_batches_and_together_equal_one_run(server, tmp_pat
 
 @pytest.mark.parametrize("bad", [[2, 2], [0], "0/2", [0.0, 2], [-1, 2], [True, 2]])
 def test_a_malformed_shard_names_the_setting(bad):
-    from recbole_llm.semantics.llm import parse_shard
+    from recbole_llm.semantics.generator import parse_shard
 
     assert parse_shard(None) is None and parse_shard([1, 3]) == (1, 3)
     with pytest.raises(ValueError, match=r"llm_shard must be \[i, n\]"):
@@ -256,7 +252,7 @@ def _step_script(config_dict):
     return (
         "import sys, json; sys.argv = ['x']\n"
         "from recbole_llm.config import Config\n"
-        "from recbole_llm.semantics.pipeline import run_pipeline\n"
+        "from recbole_llm.semantic_step import run_pipeline\n"
         f"config = Config(model='EIMF', dataset='synth', config_dict=json.loads({json.dumps(json.dumps(config_dict))}))\n"
         "run_pipeline(config, 'eimf')\n"
     )
@@ -359,7 +355,7 @@ def test_sharded_semantic_step_writes_files_only_when_complete(server, semantic_
 
 
 def test_a_missing_reply_file_is_an_error_not_an_empty_cache(tmp_path):
-    from recbole_llm.semantics.llm import reply_cache
+    from recbole_llm.semantics.generator import reply_cache
 
     config = {
         "semantics_cache_dir": str(tmp_path),
@@ -377,7 +373,7 @@ def test_a_missing_reply_file_is_an_error_not_an_empty_cache(tmp_path):
 
 
 def test_cache_identity_is_the_weights_not_the_backend(tiny_llm):
-    from recbole_llm.semantics.llm import model_identity
+    from recbole_llm.semantics.models import model_identity
 
     transformers = model_identity(
         {"llm_backend": "transformers", "llm_model": "SmolLM2-135M-Instruct"}
@@ -391,7 +387,8 @@ def test_cache_identity_is_the_weights_not_the_backend(tiny_llm):
 def test_llama_cpp_replies_serve_a_transformers_run(tmp_path):
     """Runs where the optional llama-cpp-python is installed (never required by CI)."""
     pytest.importorskip("llama_cpp")
-    from recbole_llm.semantics.llm import LlamaCppBackend, model_identity
+    from recbole_llm.semantics.backends import LlamaCppBackend
+    from recbole_llm.semantics.models import model_identity
 
     identity = model_identity({"llm_backend": "llama_cpp", "llm_model": "SmolLM2-135M-Instruct"})
     cache = ReplyCache(str(tmp_path / "replies.jsonl"))

@@ -11,8 +11,9 @@ import torch
 from conftest import REPO
 
 from recbole_llm.config import Config
-from recbole_llm.data.utils import create_dataset, data_preparation
+from recbole_llm.data.utils import data_preparation
 from recbole_llm.model.layers import sampled_softmax_loss
+from recbole_llm.quick_start import create_dataset
 from recbole_llm.registry import get_model
 
 MODELS = ["ComiRecSA", "ComiRecDR", "MIND", "REMI"]

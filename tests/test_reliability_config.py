@@ -17,13 +17,19 @@ from conftest import LOAD_TIMES, REPO, SYNTH_TEXT
 from loopback import ChatServer, chat_payload
 from recbole.utils import ModelType, init_seed
 
-from recbole_llm import benchmark, cli, compat, hyper, keys
+from recbole_llm import bench as benchmark
+from recbole_llm import cli, compat, hyper, keys
+from recbole_llm import semantic_step as pipeline
 from recbole_llm.compat import CheckpointError, load_checkpoint, save_checkpoint
 from recbole_llm.config import Config, ConfigError, properties_dir, restore_config
 from recbole_llm.data.prepare import DatasetError
-from recbole_llm.data.utils import create_dataset
-from recbole_llm.quick_start import load_data_and_model, run_recbole_llm, train_and_test
-from recbole_llm.semantics import files, pipeline
+from recbole_llm.quick_start import (
+    create_dataset,
+    load_data_and_model,
+    run_recbole_llm,
+    train_and_test,
+)
+from recbole_llm.semantics import files
 from recbole_llm.semantics.files import SemanticsError
 
 SECRET = "sk-live-4f9a0c2e7b1d-do-not-log"

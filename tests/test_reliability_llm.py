@@ -20,20 +20,17 @@ import yaml
 from conftest import REPO, SYNTH_TEXT
 from loopback import ChatServer, chat_payload, refused_url
 
+from recbole_llm import utils
 from recbole_llm.config import Config
-from recbole_llm.data import prepare
 from recbole_llm.errors import UserError
+from recbole_llm.semantic_step import load_or_create, run_pipeline
 from recbole_llm.semantics import files
 from recbole_llm.semantics.cache import EmbeddingCache, ReplyCache, request_key
-from recbole_llm.semantics.llm import (
-    CachedGenerator,
-    LLMError,
-    LLMFailuresError,
-    OpenAIBackend,
-    retry_after_seconds,
-)
-from recbole_llm.semantics.pipeline import STEP_KEYS, command, load_or_create, run_pipeline
-from recbole_llm.semantics.pipeline import settings as step_settings
+from recbole_llm.semantics.generator import CachedGenerator, LLMFailuresError
+from recbole_llm.semantics.models import LLMError
+from recbole_llm.semantics.openai_backend import OpenAIBackend, retry_after_seconds
+from recbole_llm.semantics.settings import STEP_KEYS, command
+from recbole_llm.semantics.settings import settings as step_settings
 from recbole_llm.semantics.text import PROMPT_TEXT_MAX_CHARS
 
 MODEL = "fault-model"  # one served name throughout: the cache keys do not change with the mode
@@ -434,7 +431,7 @@ def test_a_leftover_tmp_of_a_killed_writer_is_removed_by_the_next_write(tmp_path
     state = tmp_path / "state.pth"
     writer = (
         "import sys, time\n"
-        "from recbole_llm.data.prepare import atomic_write\n"
+        "from recbole_llm.utils import atomic_write\n"
         "atomic_write(sys.argv[1], lambda f: time.sleep(60))\n"
     )
     process = subprocess.Popen(
@@ -449,13 +446,13 @@ def test_a_leftover_tmp_of_a_killed_writer_is_removed_by_the_next_write(tmp_path
     assert os.path.getsize(tmp_path / leftover) == 0
     old_style = tmp_path / ".state.pth.k3j4x9ab.tmp"  # an older version's name, no process id
     old_style.write_bytes(b"")
-    os.utime(old_style, (time.time() - 2 * prepare.LEFTOVER_SECONDS,) * 2)
+    os.utime(old_style, (time.time() - 2 * utils.LEFTOVER_SECONDS,) * 2)
     live = tmp_path / f".state.pth.{os.getpid()}-inflight.tmp"  # a writer still running
     live.write_bytes(b"")
     other = tmp_path / f".other.pth.{process.pid}-x.tmp"  # another file's: not touched
     other.write_bytes(b"")
 
-    prepare.atomic_write(str(state), lambda f: f.write("state"))
+    utils.atomic_write(str(state), lambda f: f.write("state"))
     assert state.read_text() == "state"
     assert sorted(n for n in os.listdir(tmp_path) if n.endswith(".tmp")) == sorted(
         [live.name, other.name]
@@ -463,8 +460,8 @@ def test_a_leftover_tmp_of_a_killed_writer_is_removed_by_the_next_write(tmp_path
 
 
 def test_duplicate_interactions_are_counted_and_warned_about(step, caplog):
-    from recbole_llm.data.utils import create_dataset
-    from recbole_llm.semantics.pipeline import _plain_dataset
+    from recbole_llm.quick_start import create_dataset
+    from recbole_llm.semantic_step import plain_dataset as _plain_dataset
 
     def sasrec():
         return Config(model="SASRec", dataset="synth", config_dict=step)

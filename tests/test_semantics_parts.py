@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from recbole_llm.semantics.cache import EmbeddingCache, ReplyCache, request_key
+from recbole_llm.semantics.intents import localise
 from recbole_llm.semantics.parsing import parse_interests, parse_item_name
-from recbole_llm.semantics.pipeline import localise
 from recbole_llm.semantics.text import render
 from recbole_llm.semantics.typical import select_typical_users
 

@@ -10,10 +10,11 @@ import pytest
 import torch
 
 from recbole_llm.config import Config
+from recbole_llm.semantic_step import load_or_create, run_pipeline
 from recbole_llm.semantics import files
+from recbole_llm.semantics.backends import TransformersBackend
 from recbole_llm.semantics.files import SemanticsError
-from recbole_llm.semantics.llm import TransformersBackend
-from recbole_llm.semantics.pipeline import load_or_create, run_pipeline, settings
+from recbole_llm.semantics.settings import settings
 
 
 def eimf_config(semantic_config, **extra):
@@ -88,8 +89,8 @@ def test_interrupted_step_resumes_to_identical_files(semantic_config, tmp_path, 
 def test_eimf_prompts_hold_only_each_users_training_items(semantic_config):
     """Leakage: a user's prompt lists only its own training interactions (never its own
     validation or test items), checked per user against the raw file."""
+    from recbole_llm.semantic_step import plain_dataset as _plain_dataset
     from recbole_llm.semantics.history import training_histories
-    from recbole_llm.semantics.pipeline import _plain_dataset
 
     config = eimf_config(semantic_config)
     histories = training_histories(_plain_dataset(config).build()[0])
@@ -118,9 +119,9 @@ def test_eimf_prompts_hold_only_each_users_training_items(semantic_config):
 def test_llm4sbr_prompts_hold_only_items_before_each_target(tiny_llm, tmp_path, fast_config):
     from synthetic import write_synthetic_sessions
 
+    from recbole_llm.semantic_step import plain_dataset as _plain_dataset
     from recbole_llm.semantics import prompts
     from recbole_llm.semantics.history import sample_prefixes
-    from recbole_llm.semantics.pipeline import _plain_dataset
 
     write_synthetic_sessions(str(tmp_path / "data"))
     config = Config(
@@ -171,7 +172,7 @@ def test_llm4sbr_prompts_hold_only_items_before_each_target(tiny_llm, tmp_path, 
 
 
 def test_the_suggested_command_makes_the_semantics_this_run_reads():
-    from recbole_llm.semantics.pipeline import command
+    from recbole_llm.semantics.settings import command
 
     plain = {"dataset": "ml-100k", "semantics_dir": None, "interest_source": "llm"}
     assert command(plain, "eimf") == (
@@ -288,7 +289,8 @@ def test_llm_free_controls(semantic_config):
 
 def test_eimf_dataset_attaches_semantics_to_batches(semantic_config):
     from recbole_llm.data.dataset import INTEREST_ROW
-    from recbole_llm.data.utils import create_dataset, data_preparation
+    from recbole_llm.data.utils import data_preparation
+    from recbole_llm.quick_start import create_dataset
 
     config = eimf_config(semantic_config, interest_source="categories")
     dataset = create_dataset(config)

@@ -11,7 +11,8 @@ from recbole.utils import init_seed
 
 from recbole_llm.config import Config
 from recbole_llm.quick_start import train_and_test
-from recbole_llm.trainer import CompatTrainerMixin, lock_path
+from recbole_llm.trainer import CompatTrainerMixin
+from recbole_llm.training_state import lock_path
 
 
 class Interrupted(Exception):

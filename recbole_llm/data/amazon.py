@@ -39,7 +39,7 @@ import html
 import json
 import os
 
-from recbole_llm.data.prepare import DatasetError, write_atomic_file
+from recbole_llm.data.atomic import DatasetError, write_atomic_file
 
 BEAUTY_FILES = ("Beauty.txt", "Beauty_item2attributes.json", "datamaps.json")
 BEAUTY_ORIGIN = (

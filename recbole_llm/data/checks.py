@@ -5,14 +5,14 @@ RecBole reads a broken file deep inside pandas and says neither which file nor w
 empty``, a missing time column ``[timestamp] is not exist in interaction [...]`` (after the
 whole file was loaded), a ``.item`` that is not UTF-8 a ``UnicodeDecodeError`` from the
 semantic step's text reader. :func:`check_atomic_files` finds these first, in a moment, and
-raises a :class:`~recbole_llm.data.prepare.DatasetError` that names the file and the fix.
+raises a :class:`~recbole_llm.data.atomic.DatasetError` that names the file and the fix.
 """
 
 import os
 
 from recbole.utils import ModelType
 
-from recbole_llm.data.prepare import DatasetError
+from recbole_llm.data.atomic import DatasetError
 
 _FIELD_TYPES = ("token", "token_seq", "float", "float_seq")
 

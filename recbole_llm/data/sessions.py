@@ -34,7 +34,8 @@ import collections
 import os
 import random
 
-from recbole_llm.data.prepare import atomic_copy, write_atomic_file
+from recbole_llm.data.atomic import write_atomic_file
+from recbole_llm.utils import atomic_copy
 
 BUCKET_SECONDS = 600
 MIN_ITEM_COUNT = 5

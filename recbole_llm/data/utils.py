@@ -3,7 +3,7 @@
 RecBole reuses a pickled dataset (``save_dataset``) or saved dataloaders (``save_dataloaders``)
 when its own ``dataset_arguments`` match, so a changed extension key or a regenerated atomic
 file would be silently ignored. Here both are reused only when our
-:data:`recbole_llm.config.DATASET_ARGUMENTS` match too and the dataset's atomic files have the
+:data:`recbole_llm.keys.DATASET_ARGUMENTS` match too and the dataset's atomic files have the
 same size and modification time as when the pickle was made.
 
 With ``mask_history`` on, each full-ranking evaluation loader also gets an
@@ -25,17 +25,16 @@ from recbole.sampler import KGSampler
 from recbole.utils import ModelType, set_color
 from recbole.utils.argument_list import dataset_arguments as recbole_dataset_arguments
 
-from recbole_llm import registry
-from recbole_llm.config import DATASET_ARGUMENTS
 from recbole_llm.data.checks import check_atomic_files
-from recbole_llm.data.prepare import atomic_write, ensure_dataset
+from recbole_llm.data.prepare import ensure_dataset
+from recbole_llm.keys import DATASET_ARGUMENTS
+from recbole_llm.semantics.files import semantics_dir
+from recbole_llm.utils import atomic_write
 
 
 def source_files(config):
     """The files a dataset is built from: ``<dataset>.*`` in its data folder and, when set
     apart, in its semantics folder."""
-    from recbole_llm.semantics.files import semantics_dir
-
     prefix = f"{config['dataset']}."
     folders = {os.path.abspath(config["data_path"]), semantics_dir(config)}
     return sorted(
@@ -130,15 +129,16 @@ def warn_duplicate_interactions(dataset):
     return count
 
 
-def create_dataset(config):
-    """Build (or reuse a still valid pickle of) the dataset a config describes.
+def build_dataset(config, dataset_class):
+    """Build (or reuse a still valid pickle of) the dataset a config describes, of class
+    ``dataset_class`` (:func:`recbole_llm.quick_start.create_dataset` chooses it and runs the
+    semantic step first).
 
     A known dataset (ml-100k, ml-1m, ...) missing from the data root is prepared first; an
     unknown missing one raises ``FileNotFoundError`` saying what to do.
     """
     ensure_dataset(config)
     check_atomic_files(config)
-    dataset_class = registry.get_dataset_class(config)
     default_file = os.path.join(
         config["checkpoint_dir"], f'{config["dataset"]}-{dataset_class.__name__}.pth'
     )

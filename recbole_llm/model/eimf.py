@@ -18,14 +18,14 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_llm.data.dataset import INTEREST_ROW
+from recbole_llm.fields import INTEREST_ROW
 from recbole_llm.model.abstract_recommender import (
     READOUTS,
     MultiInterestRecommender,
     SingleInterestAdapter,
 )
 from recbole_llm.model.layers import config_choice, masked_softmax, target_aware_readout
-from recbole_llm.registry import get_model
+from recbole_llm.model.lookup import get_model
 
 
 class SemanticInterestModule(nn.Module):

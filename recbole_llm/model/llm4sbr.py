@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_llm.data.dataset import intent_field
+from recbole_llm.fields import intent_field
 from recbole_llm.model.layers import config_choice
+from recbole_llm.model.lookup import get_model
 from recbole_llm.model.session_views import POOLS, SessionViews, backbone_regularization
-from recbole_llm.registry import get_model
 
 
 def alignment(x, y):

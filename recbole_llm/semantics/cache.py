@@ -29,7 +29,7 @@ from logging import getLogger
 
 import numpy as np
 
-from recbole_llm.data.prepare import atomic_write
+from recbole_llm.utils import atomic_write
 
 #: Batches map onto this many claim files (two batches sharing one only wait for each other).
 CLAIM_SLOTS = 64

@@ -27,8 +27,8 @@ import os
 import numpy as np
 
 from recbole_llm.assets import file_sha256
-from recbole_llm.data.prepare import atomic_write
 from recbole_llm.errors import UserError
+from recbole_llm.utils import atomic_write
 
 MANIFEST_FORMAT = 1
 
@@ -160,13 +160,24 @@ def write_manifest(config, kind, manifest):
     return path
 
 
-def read_manifest(config, kind, settings, command):
-    """Read and check a manifest against the current inputs and settings.
+def default_command(config, kind):
+    """The plain command that creates a dataset's semantics (the semantic step's own messages
+    repeat every setting a run changed, see :func:`recbole_llm.semantics.settings.command`)."""
+    model = "EIMF" if kind == "eimf" else "LLM4SBR"
+    return f"python run_recbole_llm.py --model={model} --dataset={config['dataset']} --semantics"
+
+
+def read_manifest(config, kind, settings=None, command=None):
+    """Read and check a manifest against the current inputs and ``settings``.
 
     Raises :class:`SemanticsError` naming the file and the command that (re)creates it when the
     manifest is missing, of another format, made from other inputs or with other settings, or
-    when one of its files was changed since.
+    when one of its files was changed since. With ``settings`` None the settings are not
+    checked: the semantic step checks them before a dataset is built (see
+    :func:`attach_manifest`); a dataset built directly checks the rest.
     """
+    if command is None:
+        command = default_command(config, kind)
     path = manifest_path(config, kind)
     if not os.path.isfile(path):
         raise SemanticsError(
@@ -194,7 +205,7 @@ def read_manifest(config, kind, settings, command):
                 f"Stale semantics: '{name}' changed since '{path}' was made. Regenerate with: "
                 f"{command}"
             )
-    if manifest["settings_hash"] != settings_hash(settings):
+    if settings is not None and manifest["settings_hash"] != settings_hash(settings):
         changed = sorted(
             k
             for k in settings
@@ -212,3 +223,25 @@ def read_manifest(config, kind, settings, command):
                 f"{command}"
             )
     return manifest
+
+
+#: Attribute of a Config (not a config key: never logged, saved or part of a run's identity)
+#: holding the manifests the semantic step checked for it, by kind.
+_CHECKED = "checked_semantics"
+
+
+def attach_manifest(config, kind, manifest):
+    """Hand the dataset built next from ``config`` the manifest the semantic step checked
+    against the run's settings; None: build it without these semantics."""
+    checked = dict(getattr(config, _CHECKED, None) or {})
+    checked[kind] = manifest
+    setattr(config, _CHECKED, checked)
+
+
+def attached_manifest(config, kind):
+    """``(True, manifest or None)`` as :func:`attach_manifest` left it, else ``(False, None)``:
+    the dataset is built directly, not through an entry point."""
+    checked = getattr(config, _CHECKED, None) or {}
+    if kind in checked:
+        return True, checked[kind]
+    return False, None

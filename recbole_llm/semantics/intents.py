@@ -1,0 +1,138 @@
+"""LLM4SBR's semantic step: each sample's long- and short-term intents.
+
+Per sample, a long-term and a short-term prompt over the last ``prompt_max_items`` items before
+its target -> guessed item names -> encoded -> localised onto the ``intent_topr`` most similar
+real items (similarity-weighted sum or mean) -> ``.itemtext``, ``.intent``.
+"""
+
+import collections
+import time
+
+import numpy as np
+
+from recbole_llm.semantics import files, prompts, shared
+from recbole_llm.semantics.history import sample_prefixes
+from recbole_llm.semantics.parsing import parse_item_name
+
+
+def localise(answer_vectors, item_vectors, topr, aggregation):
+    """Intent localisation: the similarity-weighted sum (or mean) of the ``topr`` items most
+    similar to each answer; ``topr = 0`` keeps the encoded answer itself."""
+    if topr == 0:
+        return answer_vectors.astype(np.float32)
+    similarity = answer_vectors @ item_vectors.T
+    top = np.argpartition(-similarity, kth=min(topr, similarity.shape[1]) - 1, axis=1)[:, :topr]
+    weights = np.take_along_axis(similarity, top, axis=1)
+    intents = (weights[:, :, None] * item_vectors[top]).sum(axis=1)
+    if aggregation == "mean":
+        intents /= topr
+    elif aggregation != "sum":
+        raise ValueError(f"intent_aggregation must be 'sum' or 'mean', got '{aggregation}'")
+    return intents.astype(np.float32)
+
+
+def _intent_views(config):
+    views = list(config["intent_views"] or [])
+    if (
+        not views
+        or any(v not in prompts.LLM4SBR_VIEWS for v in views)
+        or len(set(views)) < len(views)
+    ):
+        raise ValueError(
+            f"intent_views must be distinct views from {list(prompts.LLM4SBR_VIEWS)}, got {views}"
+        )
+    return views
+
+
+def run_llm4sbr(config, make_dataset, refresh, start):
+    """LLM4SBR's step on the dataset ``make_dataset()`` builds; returns the manifest path."""
+    if not config["benchmark_filename"]:
+        raise ValueError(
+            "LLM4SBR semantics are made per sample of a session dataset in RecBole's benchmark "
+            "form (benchmark_filename: [train, valid, test]); "
+            f"dataset '{config['dataset']}' has no benchmark_filename."
+        )
+    views = _intent_views(config)
+    source = config["intent_source"]
+    if source not in ("llm", "last_item"):
+        raise ValueError(f"intent_source must be 'llm' or 'last_item', got '{source}'")
+    dataset = make_dataset()
+    parts = dataset.build()
+    encoder = shared.make_encoder(config)
+    tokens, texts, item_vectors = shared.encode_items(config, dataset, encoder)
+    row_of = {t: i for i, t in enumerate(tokens)}
+    samples = collections.OrderedDict()
+    for part in parts:
+        samples.update(sample_prefixes(part, dataset.uid_field))
+    keys = list(samples)
+    recent = {k: samples[k][-config["prompt_max_items"] :] for k in keys}
+    topr, aggregation = config["intent_topr"], config["intent_aggregation"]
+    # the LLM-free control, and the fallback for a reply without a usable name
+    last_item = localise(
+        item_vectors[[row_of[recent[k][-1]] for k in keys]], item_vectors, topr, aggregation
+    )
+
+    stats = None
+    intents = {view: last_item.copy() for view in views}
+    from_llm = {view: 0 for view in views}
+    failed = {view: 0 for view in views}
+    if source == "llm":
+        quoted = texts.prompt_texts()
+        requests = [
+            prompts.llm4sbr_messages([(quoted[i], i) for i in recent[k]], view)
+            for k in keys
+            for view in views
+        ]
+        generator = shared.make_generator(config, "llm4sbr", refresh)
+        replies, stats = generator.run(
+            requests,
+            config["llm_batch_size"],
+            "session intents",
+            shard=shared.shard_of(config),
+            max_failure_ratio=shared.max_failure_ratio(config),
+        )
+        shared.export_replies(config, generator, requests)
+        names = [parse_item_name(r.text) if not r.error else "" for r in replies]
+        for v, view in enumerate(views):
+            rows = [j for j in range(len(keys)) if names[j * len(views) + v]]
+            if rows:
+                answers = encoder.encode([names[j * len(views) + v] for j in rows])
+                intents[view][rows] = localise(answers, item_vectors, topr, aggregation)
+            from_llm[view] = len(rows)
+            failed[view] = sum(bool(replies[j * len(views) + v].error) for j in range(len(keys)))
+
+    files.write_table(files.file_path(config, "itemtext"), "itemtext", zip(tokens, item_vectors))
+    files.write_table(
+        files.file_path(config, "intent"),
+        files.intent_header(views),
+        ((k, *(intents[view][j] for view in views)) for j, k in enumerate(keys)),
+    )
+    seconds = time.perf_counter() - start
+    generation = shared.log_summary(stats, encoder, seconds)
+    name = config["dataset"]
+    manifest = {
+        **shared.manifest_header(config, "llm4sbr"),
+        "encoder": {
+            "model": config["encoder_model"],
+            "identity": encoder.identity,
+            "dim": encoder.dim,
+        },
+        "prompt_template": prompts.template_hash("llm4sbr"),
+        "views": views,
+        "dimensions": {"text": encoder.dim},
+        "files": {f"{name}.itemtext": {"rows": len(tokens)}, f"{name}.intent": {"rows": len(keys)}},
+        "counts": {
+            "items": len(tokens),
+            "item_text_fallbacks": texts.fallback_count,
+            "item_texts_cut_in_prompts": len(texts.too_long) if source == "llm" else 0,
+            "samples": len(keys),
+            "intents_from_llm": from_llm,
+            # the LLM's answer named no item (or, within llm_max_failure_ratio, it failed)
+            "intents_from_last_item": {view: len(keys) - from_llm[view] for view in views},
+            "intents_failed": failed,
+        },
+        "generation": generation,
+        "encoder_texts_encoded": encoder.encoded,
+        "seconds": round(seconds, 2),
+    }
+    return files.write_manifest(config, "llm4sbr", manifest)
