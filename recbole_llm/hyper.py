@@ -18,6 +18,7 @@ On the command line every other ``--key=value`` is a fixed config value of every
 written into the best config.
 """
 
+import argparse
 import os
 import sys
 
@@ -234,8 +235,6 @@ def _run_ray(params, max_evals, record_trial):
 
 def build_parser():
     """run_hyper.py's parser; other ``--key=value`` arguments are config keys of every trial."""
-    import argparse
-
     parser = argparse.ArgumentParser(
         description="Sweep hyper-parameters of a recbole_llm or RecBole model.",
         epilog="Example sweeps: sweeps/*.yaml and sweeps/sasrec.hyper (RecBole's line format). "

@@ -17,6 +17,8 @@ from recbole_llm.semantics.text import item_texts
 
 
 def make_generator(config, kind, refresh):
+    """The cached generator of the configured LLM (greedy, ``llm_max_new_tokens``); the model
+    loads only when a reply is not cached. ``refresh`` asks every request again."""
     decoding = {
         "max_new_tokens": config["llm_max_new_tokens"],
         "repetition_penalty": config["llm_repetition_penalty"],
@@ -50,6 +52,7 @@ def shard_of(config):
 
 
 def make_encoder(config):
+    """The configured sentence encoder, with its embedding cache."""
     return TextEncoder(
         config["encoder_model"],
         cache_dir=config["semantics_cache_dir"],
@@ -60,6 +63,7 @@ def make_encoder(config):
 
 
 def encode_items(config, dataset, encoder):
+    """``(item tokens, their texts, [N, D] vectors)`` for every item of ``dataset`` but padding."""
     tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field][1:]]
     texts = item_texts(config, tokens)
     getLogger().info(f"Item text: {texts.summary()}")
@@ -86,6 +90,7 @@ def manifest_header(config, kind):
 
 
 def max_failure_ratio(config):
+    """``llm_max_failure_ratio`` as a float (None: 0); anything but a number in 0..1 fails."""
     ratio = config["llm_max_failure_ratio"]
     ratio = 0.0 if ratio is None else ratio
     if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 <= ratio <= 1:
@@ -97,6 +102,7 @@ def max_failure_ratio(config):
 
 
 def log_summary(stats, encoder, seconds):
+    """Log what the step cost; returns the manifest's ``generation`` entry (None without LLM)."""
     generation = stats.as_dict() if stats else None
     line = (
         f"LLM: {stats.requests} prompts, {stats.calls} new calls ({stats.failed} failed), "
@@ -110,4 +116,5 @@ def log_summary(stats, encoder, seconds):
 
 
 def json_safe(value):
+    """``value`` as JSON would read it back (what a manifest stores)."""
     return json.loads(json.dumps(value, default=str))
