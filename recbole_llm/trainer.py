@@ -28,6 +28,14 @@ from recbole_llm.training_state import ResumableStateMixin, plain_numbers, state
 MASKED_PREFIX = "masked_"
 
 
+def epoch_progress(epoch_idx, epochs, seconds_per_epoch):
+    """``epoch 7 of 20, about 6 min left`` after the 0-based epoch ``epoch_idx`` (at most:
+    early stopping may end training sooner)."""
+    left = max(epochs - epoch_idx - 1, 0) * seconds_per_epoch
+    when = f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left"
+    return f"epoch {epoch_idx + 1} of {epochs}, {when if left else 'the last'}"
+
+
 class RecordingEvaluator(Evaluator):
     """RecBole's evaluator that keeps the last evaluated data, for per-user metric values."""
 
@@ -106,6 +114,7 @@ class CompatTrainerMixin(ResumableStateMixin):
         self.eval_seconds = None
         self.mask_seconds = None
         self.resumed_at = []  # epochs this run resumed at (``training_state_file``)
+        self._noted_losses = set()  # loss names whose note (LOSS_NOTES) was logged
 
     def _train_epoch(self, train_data, epoch_idx, loss_func=None, show_progress=False):
         start = time.perf_counter()
@@ -114,6 +123,40 @@ class CompatTrainerMixin(ResumableStateMixin):
         )
         self.epoch_seconds.append(time.perf_counter() - start)
         return loss
+
+    def _generate_train_loss_output(self, epoch_idx, s_time, e_time, losses):
+        """RecBole's epoch line with each loss term by its name (the model's ``loss_names``,
+        set by its ``calculate_loss``) instead of train_loss1..N, and an overall counter with
+        the time left: ``(epoch 7 of 20, about 6 min left)``."""
+        names = getattr(self.model, "loss_names", None)
+        places = self.config["loss_decimal_place"] or 4
+        if isinstance(losses, tuple) and names and len(names) == len(losses):
+            head = (
+                set_color("epoch %d training", "green")
+                + " ["
+                + set_color("time", "blue")
+                + ": %.2fs, "
+            ) % (epoch_idx, e_time - s_time)
+            terms = ", ".join(
+                set_color(name, "blue") + f": {loss:.{places}f}"
+                for name, loss in zip(names, losses)
+            )
+            line = f"{head}{terms}, {set_color('total', 'blue')}: {sum(losses):.{places}f}]"
+            for name in names:
+                note = getattr(self.model, "LOSS_NOTES", {}).get(name)
+                if note and name not in self._noted_losses:
+                    self._noted_losses.add(name)
+                    self.logger.info(f"loss '{name}': {note}")
+        else:
+            line = super()._generate_train_loss_output(epoch_idx, s_time, e_time, losses)
+        return f"{line} ({epoch_progress(epoch_idx, self.epochs, self._seconds_per_epoch())})"
+
+    def _seconds_per_epoch(self):
+        """Mean seconds of a training epoch this run, plus its share of the last evaluation."""
+        seconds = sum(self.epoch_seconds) / max(len(self.epoch_seconds), 1)
+        if self.eval_seconds and self.eval_step > 0:
+            seconds += self.eval_seconds / self.eval_step
+        return seconds
 
     def fit(
         self,

@@ -3,6 +3,7 @@ inference, and the whole pipeline through the command line."""
 
 import glob
 import os
+import re
 import subprocess
 import sys
 
@@ -280,3 +281,30 @@ def test_probe_signal_measures_each_terms_share_of_the_backbone_gradient(eimf_co
     # alignment 0.011, semantic prediction 0.0003 (id) and exactly 0 (text)
     assert shares["id"]["semantic prediction"] > 1e-4
     assert all(abs(sum(s.values()) - 1) < 1e-6 for s in shares.values())
+
+
+def test_log_names_each_loss_and_prints_the_backbone_once(eimf_config, caplog):
+    config, model, train, _, _ = build(dict(eimf_config, align_weight=1.0, semantic_weight=1.0))
+    assert repr(model).count("REMI(") == 1, "the backbone is printed once"
+    assert not [k for k in model.state_dict() if k.startswith("behaviour.")]
+    # a checkpoint from before, holding the backbone twice, still loads
+    old = dict(model.state_dict())
+    old.update({f"behaviour.{k}": v for k, v in model.backbone.state_dict().items()})
+    model.load_state_dict(old)
+    with torch.no_grad():
+        losses = model.calculate_loss(next(iter(train)))
+    assert model.loss_names == ("rec", "reg", "semantic", "align") and len(losses) == 4
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    trainer.epochs, trainer.epoch_seconds = 20, [27.7]
+    losses = tuple(float(x) for x in losses)
+    line = re.sub(r"\x1b\[[0-9;]*m", "", trainer._generate_train_loss_output(6, 0, 1, losses))
+    assert "rec: " in line and "reg: " in line and "align: " in line and "total: " in line
+    assert "train_loss" not in line and line.endswith("(epoch 7 of 20, about 6 min left)")
+
+
+def test_epoch_progress_counts_epochs_and_estimates_the_time_left():
+    from recbole_llm.trainer import epoch_progress
+
+    assert epoch_progress(6, 20, 27.7) == "epoch 7 of 20, about 6 min left"
+    assert epoch_progress(0, 3, 10.0) == "epoch 1 of 3, about 20 s left"
+    assert epoch_progress(19, 20, 27.7) == "epoch 20 of 20, the last"

@@ -1,5 +1,7 @@
 """LLM4SBR: backbone views, intents as inputs, its losses, and the whole pipeline."""
 
+import re
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -165,3 +167,22 @@ def test_end_to_end_with_the_tiny_llm(backbone, session_config):
         saved=True,
     )
     assert all(0 <= v <= 1 for v in result["test_result"].values())
+
+
+def test_log_names_the_losses_and_says_uniformity_is_negative(session_config):
+    config, model, train, _, _ = build(dict(session_config, intent_loss_weight=1.0))
+    with torch.no_grad():
+        losses = model.calculate_loss(next(iter(train)))
+    assert model.loss_names[:2] == ("rec", "align_uniformity") and len(losses) == len(
+        model.loss_names
+    )
+    trainer = get_trainer(config["MODEL_TYPE"], config["model"])(config, model)
+    notes = []
+    trainer.logger.info = notes.append
+    line = trainer._generate_train_loss_output(0, 0.0, 1.0, tuple(float(x) for x in losses))
+    line = re.sub(r"\x1b\[[0-9;]*m", "", line)
+    assert "align_uniformity: " in line and "train_loss" not in line
+    (note,) = notes
+    assert "negative by design" in note
+    trainer._generate_train_loss_output(1, 0.0, 1.0, tuple(float(x) for x in losses))
+    assert len(notes) == 1, "the note is logged once"

@@ -175,10 +175,17 @@ class EIMF(SequentialRecommender):
         if backbone_name == "EIMF":
             raise ValueError("EIMF cannot be its own backbone")
         self.backbone = get_model(backbone_name)(config, dataset)
-        self.behaviour = (
-            self.backbone
-            if isinstance(self.backbone, MultiInterestRecommender)
-            else SingleInterestAdapter(self.backbone)
+        # the backbone seen as a multi-interest model: the backbone itself, or an adapter that
+        # holds no weights of its own; kept out of the module registry so the model printout
+        # and the state dict hold the backbone once
+        object.__setattr__(
+            self,
+            "behaviour",
+            (
+                self.backbone
+                if isinstance(self.backbone, MultiInterestRecommender)
+                else SingleInterestAdapter(self.backbone)
+            ),
         )
 
         self.semantic = None
@@ -206,7 +213,10 @@ class EIMF(SequentialRecommender):
             self.logger.info("EIMF built without semantics: usable for inference only")
 
     def load_state_dict(self, state_dict, strict=True):
-        """Load a checkpoint; without semantics (inference) its ESIM weights are skipped."""
+        """Load a checkpoint; without semantics (inference) its ESIM weights are skipped.
+        Checkpoints made before ``behaviour`` left the module registry hold the backbone's
+        weights a second time under ``behaviour.``: those copies are dropped."""
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith("behaviour.")}
         if self.semantic is None:
             state_dict = {k: v for k, v in state_dict.items() if not k.startswith("semantic.")}
         return super().load_state_dict(state_dict, strict=strict)
@@ -270,13 +280,23 @@ class EIMF(SequentialRecommender):
         target_items = interaction[self.POS_ITEM_ID]
         interests = self.behaviour.encode(item_seq, item_seq_len)
         readout = self.behaviour.readout(interests, target_items)
-        losses = [self.behaviour.recommendation_loss(readout, target_items)]
+        losses, names = [self.behaviour.recommendation_loss(readout, target_items)], ["rec"]
         regularization = self.behaviour.regularization(interests)
         if regularization is not None:
             losses.append(regularization)
+            names.append("reg")
         if self.semantic_weight or self.align_weight:
             losses += self._semantic_losses(interaction, readout, target_items)
+            names += [
+                n
+                for n, on in (("semantic", self._semantic_on()), ("align", self.align_weight))
+                if on
+            ]
+        self.loss_names = tuple(names)  # the trainer logs each term by name
         return losses[0] if len(losses) == 1 else tuple(losses)
+
+    def _semantic_on(self):
+        return self.semantic_weight and self.semantic_control != "item_align_only"
 
     def predict(self, interaction):
         return self.backbone.predict(interaction)

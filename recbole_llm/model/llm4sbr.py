@@ -75,6 +75,12 @@ class LLM4SBR(SequentialRecommender):
     """
 
     input_type = InputType.POINTWISE
+    # logged once, the first time the term shows in the training log
+    LOSS_NOTES = {
+        "align_uniformity": "alignment + uniformity (DirectAU); uniformity is the log of a mean "
+        "of exp(-2 * squared distance) <= 1, so this term is negative by design and falls "
+        "as the vectors spread out"
+    }
     semantics = "llm4sbr"
     #: allowed values of config keys, checked when the config is built (and here)
     config_choices = {
@@ -212,12 +218,15 @@ class LLM4SBR(SequentialRecommender):
         views, intents = self._encode(interaction)
         logits = self._fuse(views, intents) @ self.backbone.item_embedding.weight.T
         logits[:, 0] = float("-inf")  # the padding id is never a class
-        losses = [F.cross_entropy(logits, interaction[self.POS_ITEM_ID])]
+        losses, names = [F.cross_entropy(logits, interaction[self.POS_ITEM_ID])], ["rec"]
         if self.use_alignment and self.intent_loss_weight:
             losses.append(self.intent_loss_weight * self.alignment_uniformity(views, intents))
+            names.append("align_uniformity")
         regularization = backbone_regularization(self.backbone)
         if regularization is not None:
             losses.append(regularization)
+            names.append("reg")
+        self.loss_names = tuple(names)  # the trainer logs each term by name
         return losses[0] if len(losses) == 1 else tuple(losses)
 
     def predict(self, interaction):
