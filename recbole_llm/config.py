@@ -49,6 +49,7 @@ from recbole_llm.config_checks import (  # noqa: F401 (ConfigError, NUMBER_KEYS:
     MissingConfigKeyError,
 )
 from recbole_llm.config_data import REDACTED, from_plain, plain_config  # noqa: F401 (old path)
+from recbole_llm.data.checks import columns_to_load
 from recbole_llm.data.prepare import PROPERTIES_OF
 from recbole_llm.errors import error_message, yaml_problem
 from recbole_llm.keys import DATASET_ARGUMENTS  # noqa: F401 (its old import path)
@@ -164,6 +165,8 @@ class Config(ConfigChecks, RecBoleConfig):
                 os.path.join(root, "model", f"{backbone}.yaml"),
             ]
         self._declared_types = {}  # key -> type tag, from our YAMLs that this config loads
+        dataset_yaml = os.path.join(root, "dataset", f"{PROPERTIES_OF.get(dataset, dataset)}.yaml")
+        self._own_dataset = not os.path.isfile(dataset_yaml)  # a user's, with no YAML of ours
         for path in (
             backbone_layers[:1]
             + [os.path.join(root, "overall.yaml")]
@@ -211,11 +214,22 @@ class Config(ConfigChecks, RecBoleConfig):
         data_root = final["data_path"]
         super()._set_default_parameters()
         self.final_config_dict["data_path"] = os.path.abspath(os.path.join(data_root, self.dataset))
+        if self._own_dataset and "load_col" not in self.external_config_dict:
+            # RecBole's default loads only the ids: load what the model and semantic step need
+            self.final_config_dict["load_col"] = (
+                columns_to_load(self.final_config_dict) or self.final_config_dict["load_col"]
+            )
         self._check_numbers()
         self._check_valid_metric()
         self._check_writable()
 
     def _init_device(self):
+        self._choose_device()
+        # the config dump says what the run uses: no GPU on a machine without one
+        self.final_config_dict["use_gpu"] = self.final_config_dict["device"].type == "cuda"
+
+    def _choose_device(self):
+        """RecBole's device choice, with CPU DDP over gloo where CUDA is not used."""
 
         distributed = "local_rank" in self.final_config_dict
         wants_cuda = (

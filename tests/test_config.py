@@ -1,6 +1,7 @@
 """Config precedence, the fairness rule, registry errors and dataset defaults."""
 
 import os
+import re
 
 import pytest
 import yaml
@@ -141,3 +142,13 @@ def test_a_shared_config_naming_a_backbone_runs_the_backbone_alone_too():
     assert wrapped.backbone_class.__name__ == "GRU4Rec"
     with pytest.raises(UserError, match="own backbone"):
         Config(model="EIMF", dataset="synth", config_dict={"backbone": "EIMF"})
+
+
+def test_use_gpu_in_the_config_says_what_the_run_uses():
+    import torch
+
+    config = Config(model="Pop", config_dict={"use_gpu": True})
+    assert config["use_gpu"] == (config["device"].type == "cuda")
+    if not torch.cuda.is_available():
+        dump = re.sub(r"\x1b\[[0-9;]*m", "", str(config))
+        assert config["use_gpu"] is False and "use_gpu = False" in dump

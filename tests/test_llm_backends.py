@@ -117,7 +117,8 @@ def test_openai_key_comes_from_the_named_variable_and_is_never_logged(
     assert SECRET not in str(config) and SECRET not in caplog.text
 
 
-def test_cached_generator_makes_no_second_call(server, tmp_path):
+def test_cached_generator_makes_no_second_call(server, tmp_path, caplog):
+    caplog.set_level("INFO")
     cache = ReplyCache(str(tmp_path / "replies.jsonl"))
     generator = CachedGenerator(
         lambda: backend(server, "ok"),
@@ -128,8 +129,11 @@ def test_cached_generator_makes_no_second_call(server, tmp_path):
         backend_name="openai",
     )
     requests = [messages(f"prompt {i}") for i in range(5)]
-    first, stats = generator.run(requests, batch_size=2)
+    first, stats = generator.run(requests, batch_size=2, description="typical users")
     assert stats.calls == 5 and len(server.requests) == 5
+    # the first run says what it runs and roughly how long, in one INFO line
+    assert "LLM step (typical users): asking 5 of 5 prompts (0 cached) to served:ok" in caplog.text
+    assert "under 2 min" in caplog.text
     assert stats.replies_by_backend == {"openai": 5}
     # a run configured with another backend is served from the cache, and its statistics
     # still say which backend made the replies; a reply cached without one is "unrecorded"

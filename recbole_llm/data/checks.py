@@ -118,3 +118,54 @@ def check_atomic_files(config):
         path = os.path.join(folder, f"{name}.{suffix}")
         if read and os.path.isfile(path):
             _check_text(path, encoding)
+
+
+def _header_fields(path, separator):
+    try:
+        cells, _ = _read_header(path, separator)
+    except OSError:
+        return None
+    return [c.split(":")[0] for c in cells]
+
+
+def columns_to_load(config):
+    """``load_col`` for a dataset of the user's own (no YAML of ours, no ``load_col`` set):
+    RecBole's default loads only the user and item ids, so a sequential model would lack the
+    time field and the semantic step's text fields would be unknown to RecBole. Load the id,
+    rating and time fields the ``.inter`` file has, and the item id, ``text_fields`` and
+    ``category_field`` from ``.item``. None when the files are not there yet (the caller
+    keeps RecBole's default; ``ensure_dataset`` reports the missing files).
+
+    A ``text_fields`` or ``category_field`` column that ``.item`` lacks fails now, in one
+    line naming the column and the key to set.
+    """
+    folder, name = config["data_path"], config["dataset"]
+    separator = config["field_separator"] or "\t"
+    parts = config["benchmark_filename"]
+    inter = os.path.join(folder, f"{name}.{parts[0]}.inter" if parts else f"{name}.inter")
+    fields = _header_fields(inter, separator)
+    if fields is None:
+        return None
+    wanted = ("USER_ID_FIELD", "ITEM_ID_FIELD", "RATING_FIELD", "TIME_FIELD")
+    load = {"inter": [config[k] for k in wanted if config[k] and config[k] in fields]}
+    text = list(config["text_fields"] or []) + (
+        [config["category_field"]] if config["category_field"] else []
+    )
+    item_path = os.path.join(folder, f"{name}.item")
+    item_fields = _header_fields(item_path, separator)
+    if item_fields is not None:
+        for column in text:
+            if column not in item_fields:
+                key = "category_field" if column == config["category_field"] else "text_fields"
+                raise DatasetError(
+                    f"'{item_path}' has no column '{column}' named by {key} (its columns: "
+                    f"{', '.join(item_fields)}); set {key} to columns it has."
+                )
+        item_id = config["ITEM_ID_FIELD"]
+        load["item"] = [item_id] + [c for c in dict.fromkeys(text) if c != item_id]
+    elif text:
+        raise DatasetError(
+            f"'{item_path}' does not exist, but text_fields/category_field name item columns "
+            f"({', '.join(text)}); write the .item file, or unset text_fields and category_field."
+        )
+    return load

@@ -139,6 +139,22 @@ def _from_cache(entry):
     )
 
 
+#: a rough time per prompt: SmolLM2-135M (the default LLM) on one CPU core with transformers,
+#: 2.5-4 s measured on a 2-core CPU; a larger LLM or a busy machine takes several times longer
+ROUGH_SECONDS_PER_PROMPT = 3.0
+
+
+def first_run_message(description, todo, total, identity):
+    """The INFO line before an LLM step asks its prompts: what runs and roughly how long."""
+    minutes = todo * ROUGH_SECONDS_PER_PROMPT / 60
+    when = f"about {minutes:.0f} min" if minutes >= 1.5 else "under 2 min"
+    return (
+        f"LLM step ({description}): asking {todo} of {total} prompts ({total - todo} cached) "
+        f"to {identity}; {when} at a rough {ROUGH_SECONDS_PER_PROMPT:.0f} s per prompt on a CPU "
+        "with the default LLM. Replies are cached: the next run asks none of them again."
+    )
+
+
 class CachedGenerator:
     """Generate replies for many requests through a backend and the reply cache.
 
@@ -224,6 +240,8 @@ class CachedGenerator:
                 if entry is not None and keys[i] not in fresh:
                     results[i] = _from_cache(entry)
         todo = sum(len(b) for b in todo_batches)
+        if todo:
+            getLogger().info(first_run_message(description, todo, len(requests), self.identity))
         if todo_batches:  # load the model first: loading is not generation
             load_start = time.perf_counter()
             self.backend  # noqa: B018
