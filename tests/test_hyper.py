@@ -266,3 +266,13 @@ def test_run_hyper_trains_with_the_command_line_values(tmp_path, fast_config):
     assert set(trial["test"]) == {"recall@5", "mrr@5", "ndcg@5", "hit@5", "precision@5"}
     best = yaml.safe_load(open(tmp_path / "pop.best.yaml"))
     assert best["epochs"] == 1 and best["topk"] == [5] and best["valid_metric"] == "NDCG@5"
+
+
+def test_run_hyper_help_explains_every_option_and_points_to_the_sweeps():
+    from recbole_llm.hyper import build_parser
+
+    parser = build_parser()
+    helps = {a.dest: a.help for a in parser._actions}
+    for dest in ("model", "dataset", "params_file", "algo", "max_evals", "tool", "output_file"):
+        assert helps.get(dest), f"--{dest} has no help"
+    assert "sweeps/" in parser.format_help()
