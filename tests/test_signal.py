@@ -31,6 +31,27 @@ sys.path.insert(0, os.path.join(REPO, "benchmarks"))
 import probe_signal  # noqa: E402
 
 
+def oracle_settings(root, oracle):
+    """Settings both planted tests share: the oracle as LLM, private folders, a small model."""
+    return dict(
+        data_path=str(root),
+        llm_backend="openai",
+        llm_model="oracle",
+        llm_base_url=oracle.url,
+        semantics_dir=str(root / "semantics"),
+        semantics_cache_dir=str(root / "cache"),
+        embedding_size=32,
+        hidden_size=32,
+        learning_rate=0.005,
+        train_batch_size=128,
+        topk=[10],
+        valid_metric="NDCG@10",
+        show_progress=False,
+        state="ERROR",
+        seed=2020,
+    )
+
+
 @pytest.fixture(scope="module")
 def planted(tmp_path_factory):
     """The planted dataset, its oracle server (running for the module) and shared settings."""
@@ -39,25 +60,11 @@ def planted(tmp_path_factory):
     with OracleServer(targets) as oracle:
         config = dict(
             PLANTED_CONFIG,
-            data_path=str(root),
-            llm_backend="openai",
-            llm_model="oracle",
-            llm_base_url=oracle.url,
-            semantics_dir=str(root / "semantics"),
-            semantics_cache_dir=str(root / "cache"),
-            embedding_size=32,
-            hidden_size=32,
+            **oracle_settings(root, oracle),
             epochs=25,
             stopping_step=25,
-            learning_rate=0.005,
-            train_batch_size=128,
             eval_batch_size=256,
             metrics=["Recall", "NDCG"],
-            topk=[10],
-            valid_metric="NDCG@10",
-            show_progress=False,
-            state="ERROR",
-            seed=2020,
         )
         yield config, oracle
 
@@ -132,30 +139,16 @@ def test_eimf_gains_from_planted_interests_and_loses_it_under_controls(tmp_path)
     with InterestOracle(group_of) as oracle:
         base = dict(
             PLANTED_USERS_CONFIG,
-            data_path=str(root),
-            llm_backend="openai",
-            llm_model="oracle",
-            llm_base_url=oracle.url,
-            semantics_dir=str(root / "semantics"),
-            semantics_cache_dir=str(root / "cache"),
+            **oracle_settings(root, oracle),
             # every user is typical: its own reply (the groups are not in the item texts, so
             # clustering by text could not find them)
             typical_selection="kmeans",
             typical_ratio=1.0,
-            embedding_size=32,
-            hidden_size=32,
             epochs=60,
             stopping_step=60,
-            learning_rate=0.005,
-            train_batch_size=128,
             eval_batch_size=512,
             metrics=["NDCG"],
-            topk=[10],
-            valid_metric="NDCG@10",
             mask_history=True,
-            show_progress=False,
-            state="ERROR",
-            seed=2020,
         )
         eimf = dict(base, backbone="GRU4Rec", semantic_targets="id", semantic_weight=1.0)
 
