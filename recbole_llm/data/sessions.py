@@ -94,6 +94,16 @@ def split_samples(samples):
     return {"train": samples[:first], "valid": samples[first:second], "test": samples[second:]}
 
 
+def fixed_subset(samples, max_samples, stats):
+    """At most ``max_samples`` of ``samples``, a fixed random subset (seed 0) in their order;
+    ``stats`` records the count before (``subset_of``) and after (``samples``)."""
+    if not max_samples or len(samples) <= max_samples:
+        return samples
+    keep = sorted(random.Random(0).sample(range(len(samples)), max_samples))
+    stats["subset_of"], stats["samples"] = stats["samples"], max_samples
+    return [samples[i] for i in keep]
+
+
 def write_session_dataset(
     source_folder, source_name, folder, name, max_length=50, max_samples=None
 ):
@@ -105,11 +115,7 @@ def write_session_dataset(
     """
     interactions = read_interactions(os.path.join(source_folder, f"{source_name}.inter"))
     samples, stats = build_sessions(interactions, max_length=max_length)
-    if max_samples and len(samples) > max_samples:
-        keep = sorted(random.Random(0).sample(range(len(samples)), max_samples))
-        samples = [samples[i] for i in keep]
-        stats["subset_of"] = stats["samples"]
-        stats["samples"] = len(samples)
+    samples = fixed_subset(samples, max_samples, stats)
     if len(samples) < 10:
         raise ValueError(f"Only {len(samples)} sessions survive the rule; too few to split.")
     parts = split_samples(samples)
@@ -165,11 +171,7 @@ def write_sequence_session_dataset(
     interactions = read_interactions(os.path.join(source_folder, f"{source_name}.inter"))
     users, samples = sequence_samples(interactions, max_length=max_length)
     stats = {"interactions": len(interactions), "sessions": len(users), "samples": len(samples)}
-    if max_samples and len(samples) > max_samples:
-        keep = sorted(random.Random(0).sample(range(len(samples)), max_samples))
-        samples = [samples[i] for i in keep]
-        stats["subset_of"] = stats["samples"]
-        stats["samples"] = len(samples)
+    samples = fixed_subset(samples, max_samples, stats)
     if len(samples) < 10:
         raise ValueError(f"Only {len(samples)} samples; too few to split.")
     shuffled = list(users)

@@ -84,14 +84,7 @@ def run_llm4sbr(config, make_dataset, refresh, start):
             for view in views
         ]
         generator = shared.make_generator(config, "llm4sbr", refresh)
-        replies, stats = generator.run(
-            requests,
-            config["llm_batch_size"],
-            "session intents",
-            shard=shared.shard_of(config),
-            max_failure_ratio=shared.max_failure_ratio(config),
-        )
-        shared.export_replies(config, generator, requests)
+        replies, stats = shared.ask(config, generator, requests, "session intents")
         names = [parse_item_name(r.text) if not r.error else "" for r in replies]
         for v, view in enumerate(views):
             rows = [j for j in range(len(keys)) if names[j * len(views) + v]]

@@ -63,14 +63,7 @@ def _typical_interests(config, typical_tokens, histories, texts, generator):
 
     quoted = texts.prompt_texts()
     requests = interest_requests(config, typical_tokens, histories, quoted)
-    replies, stats = generator.run(
-        requests,
-        config["llm_batch_size"],
-        "typical users",
-        shard=shared.shard_of(config),
-        max_failure_ratio=shared.max_failure_ratio(config),
-    )
-    shared.export_replies(config, generator, requests)
+    replies, stats = shared.ask(config, generator, requests, "typical users")
     interests, sources, raw = {}, {}, {}
     for user, reply in zip(typical_tokens, replies):
         raw[user] = reply.text

@@ -46,6 +46,20 @@ def export_replies(config, generator, requests):
         getLogger().warning(f"{missing} requests failed and have no reply in {path}")
 
 
+def ask(config, generator, requests, label):
+    """Every request's reply through the cached generator, with the configured batch size,
+    shard and failure bound; then ``llm_export_replies``. Returns ``(replies, stats)``."""
+    replies, stats = generator.run(
+        requests,
+        config["llm_batch_size"],
+        label,
+        shard=shard_of(config),
+        max_failure_ratio=max_failure_ratio(config),
+    )
+    export_replies(config, generator, requests)
+    return replies, stats
+
+
 def shard_of(config):
     """``llm_shard`` as ``(index, count)``, or None (a malformed one fails here)."""
     return parse_shard(config["llm_shard"])
