@@ -11,7 +11,7 @@ import time
 
 import pytest
 from conftest import REPO
-from loopback import ChatServer, chat_payload
+from loopback import ChatServer, chat_payload, fixed_latency
 
 from recbole_llm.config import Config
 from recbole_llm.semantic_step import run_pipeline
@@ -116,6 +116,66 @@ def test_openai_key_comes_from_the_named_variable_and_is_never_logged(
         config_dict={"llm_backend": "openai", "llm_api_key_env": "MY_LLM_KEY", "state": "INFO"},
     )
     assert SECRET not in str(config) and SECRET not in caplog.text
+
+
+def echo_after(seconds):
+    """A server ``respond`` that answers each prompt with itself after ``seconds``."""
+
+    def respond(body, headers):
+        time.sleep(seconds)
+        return 200, chat_payload(body["messages"][-1]["content"])
+
+    return respond
+
+
+def test_the_window_keeps_llm_concurrency_requests_in_flight_across_batches(tmp_path):
+    # 150 distinct prompts of 192 requests in batches of 8: the window of 48 spans six batches
+    requests = [messages(f"prompt {i % 150}") for i in range(192)]
+    path = str(tmp_path / "replies.jsonl")
+    with ChatServer(echo_after(0.25), keep_alive=True) as server:
+        client = OpenAIBackend("window", server.url, timeout=10.0, concurrency=48)
+        generator = CachedGenerator(
+            lambda: client, "served:window", ReplyCache(path), DECODING, progress=False
+        )
+        replies, stats = generator.run(requests, batch_size=8)
+        assert server.peak_in_flight == 48, "as many in flight as llm_concurrency, never more"
+        assert server.served == 150 and stats.calls == 150, "a prompt in flight is not asked twice"
+        assert server.connections <= 48 and client.pool.opened <= 48, "one pool of connections"
+    assert [r.text for r in replies] == [m[0]["content"] for m in requests]
+    assert len(ReplyCache(path)) == 150 and stats.cached == 42
+
+    # the backend alone keeps its window too, and a window of one asks one at a time
+    with ChatServer(fixed_latency(0.05)) as server:
+        replies = OpenAIBackend("w", server.url, concurrency=20).generate(requests[:60], DECODING)
+        assert server.peak_in_flight == 20 and all(r.text == "ok" for r in replies)
+        server.reset_counts()
+        OpenAIBackend("w", server.url, concurrency=1).generate(requests[:5], DECODING)
+        assert server.peak_in_flight == 1 and server.served == 5
+
+
+def test_an_interrupted_window_releases_its_claims_and_drops_its_queue(tmp_path, monkeypatch):
+    def interrupted(self, batch, asked, replies):
+        raise KeyboardInterrupt  # Ctrl-C as the first batch is done
+
+    monkeypatch.setattr(generator_module.GenerationPass, "finish", interrupted)
+    path = str(tmp_path / "replies.jsonl")
+    requests = [messages(f"prompt {i}") for i in range(400)]
+    with ChatServer(fixed_latency(0.2)) as server:
+        client = OpenAIBackend("w", server.url, concurrency=4)
+        generator = CachedGenerator(
+            lambda: client, "served:w", ReplyCache(path), DECODING, progress=False
+        )
+        # a window of 4 queues 8 requests and submits a 5th batch before it waits for the first
+        with pytest.raises(KeyboardInterrupt):
+            generator.run(requests, batch_size=2)
+        time.sleep(0.5)  # what was in flight finishes
+        assert server.served <= 8, "the requests still queued (the 9th, the 10th) are dropped"
+    assert not os.path.exists(path) or len(ReplyCache(path)) == 0
+    other = ReplyCache(path)  # another process finds every batch's claim free
+    for start in range(0, 400, 2):
+        slot = other.acquire(generator.keys(requests[start : start + 2]), wait=False)
+        assert slot is not None
+        other.release(slot)
 
 
 def test_cached_generator_makes_no_second_call(server, tmp_path, monkeypatch):

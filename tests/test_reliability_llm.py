@@ -427,6 +427,26 @@ def test_two_processes_on_one_cache_make_no_duplicate_requests(tmp_path):
     assert len(ReplyCache(path)) == 12
 
 
+def test_a_cache_holds_one_claim_for_its_batches_in_flight_and_others_wait(tmp_path):
+    path = str(tmp_path / "replies.jsonl")
+    ours, theirs = ReplyCache(path), ReplyCache(path)
+    batch = ["key a", "key b"]
+    first = ours.acquire(batch, wait=False)
+    second = ours.acquire(batch, wait=False)  # another batch of the same slot, in flight too
+    assert first is not None and second == first
+    assert theirs.acquire(batch, wait=False) is None, "another process waits for both"
+    ours.release(first)
+    assert theirs.acquire(batch, wait=False) is None, "still held for the second batch"
+    ours.release(second)
+    slot = theirs.acquire(batch, wait=False)
+    assert slot == first
+    with ours.claim(batch, wait=False) as claimed:
+        assert claimed is False
+    theirs.release(slot)
+    with ours.claim(batch, wait=False) as claimed:
+        assert claimed is True
+
+
 def test_a_leftover_tmp_of_a_killed_writer_is_removed_by_the_next_write(tmp_path):
     state = tmp_path / "state.pth"
     writer = (

@@ -108,6 +108,7 @@ class ReplyCache:
         self.entries = {}
         self.malformed = 0  # lines skipped when reading, over every file
         self._offset = 0  # bytes of ``path`` read so far (the file only grows)
+        self._held = {}  # claim slot -> [its lock, batches holding it]
         for extra in read_only_paths:
             with open(extra, "rb") as f:
                 entries, _, malformed = read_reply_lines(f.read())
@@ -163,12 +164,42 @@ class ReplyCache:
     def get(self, key):
         return self.entries.get(key)
 
+    @contextlib.contextmanager
     def claim(self, keys, wait=True):
         """A context manager holding the claim on the batch of ``keys`` (True), or False when
         ``wait`` is off and another process is generating a batch of the same claim slot."""
+        slot = self.acquire(keys, wait=wait)
+        try:
+            yield slot is not None
+        finally:
+            if slot is not None:
+                self.release(slot)
+
+    def acquire(self, keys, wait=True):
+        """Take the claim on the batch of ``keys``: its slot, or None when ``wait`` is off and
+        another process holds the slot. Several batches in flight at once (a server's window)
+        may share a slot: this cache holds its lock until the last of them is released. To be
+        called from one thread."""
         digest = hashlib.sha256("\n".join(keys).encode()).hexdigest()
         slot = int(digest[:8], 16) % CLAIM_SLOTS
-        return file_lock(f"{self.path}.claims/{slot:02d}.lock", wait=wait)
+        held = self._held.get(slot)
+        if held is not None:  # ours already: no other process can take it meanwhile
+            held[1] += 1
+            return slot
+        lock = file_lock(f"{self.path}.claims/{slot:02d}.lock", wait=wait)
+        if not lock.__enter__():
+            lock.__exit__(None, None, None)
+            return None
+        self._held[slot] = [lock, 1]
+        return slot
+
+    def release(self, slot):
+        """Give back one :meth:`acquire` of ``slot``; the last one unlocks it."""
+        held = self._held[slot]
+        held[1] -= 1
+        if held[1] == 0:
+            del self._held[slot]
+            held[0].__exit__(None, None, None)
 
     def put_many(self, entries):
         """Append entries (dicts with ``key`` and ``text``) and make them durable."""
@@ -185,6 +216,32 @@ class ReplyCache:
                 f.write("".join(lines).encode("utf-8"))
                 f.flush()
                 os.fsync(f.fileno())
+
+    def put_all(self, entries):
+        """Add entries all at once or not at all (an import): the file is rewritten whole, its
+        complete lines plus the new ones, and renamed into place (:func:`atomic_write`), so a
+        process killed meanwhile leaves it as it was. Other processes' offsets stay valid: the
+        file only grows."""
+        if not entries:
+            return
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        new = "".join(
+            json.dumps({"created": stamp, **entry}, ensure_ascii=False) + "\n" for entry in entries
+        ).encode("utf-8")
+        with file_lock(self.lock_path):
+            data = b""
+            if os.path.exists(self.path):
+                with open(self.path, "rb") as f:
+                    data = f.read()
+            data = data[: data.rfind(b"\n") + 1]  # a torn tail goes, as on opening
+
+            def write(f):
+                f.write(data + new)
+                f.flush()
+                os.fsync(f.fileno())
+
+            atomic_write(self.path, write, binary=True)
+        self.reload()
 
 
 def text_key(text):

@@ -12,19 +12,23 @@ import json
 import os
 import threading
 import time
-from dataclasses import dataclass, field
 from logging import getLogger
 
 from recbole_llm.keys import SEMANTIC_CHOICES
 from recbole_llm.paths import cache_root, shipped_path
-from recbole_llm.semantics.backends import Generation, LlamaCppBackend, TransformersBackend
+from recbole_llm.semantics.backends import LlamaCppBackend, TransformersBackend
 from recbole_llm.semantics.cache import ReplyCache, request_key
+from recbole_llm.semantics.inflight import (
+    UNRECORDED_BACKEND,
+    GenerationPass,
+    GenerationStats,
+    from_cache,
+)
 from recbole_llm.semantics.models import LLMError
 from recbole_llm.semantics.openai_backend import OpenAIBackend
 from recbole_llm.utils import atomic_write
 
 BACKENDS = SEMANTIC_CHOICES["llm_backend"]
-UNRECORDED_BACKEND = "unrecorded"  # replies cached before the cache recorded backends
 
 
 class LLMFailuresError(LLMError):
@@ -78,65 +82,12 @@ def make_backend(config):
         )
     if backend == "llama_cpp":
         return LlamaCppBackend(config["llm_model"], threads=config["llm_threads"])
-    raise LLMError(f"llm_backend must be one of {BACKENDS}, got '{backend}'")
-
-
-@dataclass
-class GenerationStats:
-    """What a generation pass cost.
-
-    ``calls``, ``prompt_tokens``, ``completion_tokens`` and ``seconds`` count this run's new
-    LLM calls; ``failed`` the requests left without a reply (never cached; by class, with a
-    sample message, in ``failures``); ``cached`` requests were served without a call. The
-    ``total_*`` fields add up every reply used, new or cached: the cost of producing the
-    semantics once.
-    """
-
-    requests: int = 0
-    cached: int = 0
-    calls: int = 0
-    failed: int = 0
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    seconds: float = 0.0
-    load_seconds: float = 0.0  # loading the model (and converting a GGUF the first time)
-    wall_seconds: float = 0.0  # the whole generation pass, bookkeeping and cache writes included
-    total_prompt_tokens: int = 0
-    total_completion_tokens: int = 0
-    total_seconds: float = 0.0
-    # which backend made each reply used ("unrecorded" for replies cached before backends were
-    # recorded): a cached reply may come from another backend running the same weights
-    replies_by_backend: dict = field(default_factory=dict)
-    # failed requests by class ("HTTP 500", "timeout", ...): {"count": n, "sample": message}
-    failures: dict = field(default_factory=dict)
-
-    def as_dict(self):
-        return dict(self.__dict__)
-
-    def count_failure(self, reply):
-        """Count a request left without a reply under its failure's class, keeping the first
-        message as the sample."""
-        self.failed += 1
-        kind = reply.failure or "error"
-        entry = self.failures.setdefault(kind, {"count": 0, "sample": reply.error})
-        entry["count"] += 1
-
-    def failure_summary(self):
-        """``HTTP 500 x 3 (e.g. HTTP 500 from ...: ...); timeout x 1 (e.g. ...)``."""
-        return "; ".join(
-            f"{kind} x {entry['count']} (e.g. {entry['sample']})"
-            for kind, entry in sorted(self.failures.items(), key=lambda kv: -kv[1]["count"])
+    if backend == "batch":  # the step writes a batch file instead (semantics/batch.py)
+        raise LLMError(
+            "llm_backend 'batch' asks no LLM itself: the semantic step writes the prompts the "
+            "reply cache lacks to a batch file and stops before generating"
         )
-
-
-def _from_cache(entry):
-    return Generation(
-        entry["text"],
-        entry.get("prompt_tokens", 0),
-        entry.get("completion_tokens", 0),
-        entry.get("seconds", 0.0),
-        backend=entry.get("backend", UNRECORDED_BACKEND),
-    )
+    raise LLMError(f"llm_backend must be one of {BACKENDS}, got '{backend}'")
 
 
 #: a rough time per prompt: SmolLM2-135M (the default LLM) on one CPU core with transformers,
@@ -162,7 +113,10 @@ class CachedGenerator:
     batch is generated only if one of its requests is not cached, and its replies are written
     to the cache as soon as the batch is done. So an interrupted run loses at most the batch in
     flight, and the rerun forms the same batches, giving identical replies. A server backend
-    (``independent_requests``) is asked only a batch's missing requests: the ones that failed.
+    (``independent_requests``) is asked only a batch's missing requests (the ones that failed),
+    through a window of requests in flight that spans batches
+    (:class:`~recbole_llm.semantics.inflight.GenerationPass`), so an interrupted run loses at
+    most the requests in flight and queued.
 
     Several processes may share the cache: a process generating a batch holds its claim
     (:meth:`ReplyCache.claim`), and another one that wants the same batch does its other
@@ -183,8 +137,10 @@ class CachedGenerator:
         refresh=False,
         progress=True,
         backend_name=UNRECORDED_BACKEND,
+        command=None,
     ):
         self._backend_factory = backend_factory
+        self.command = command  # the command line that runs this step (named in messages)
         self.backend_name = backend_name
         self._backend = None
         self._lock = threading.Lock()
@@ -216,12 +172,22 @@ class CachedGenerator:
     def keys(self, requests):
         return [request_key(self.identity, messages, self.decoding) for messages in requests]
 
-    def run(self, requests, batch_size, description="LLM", shard=None, max_failure_ratio=None):
+    def run(
+        self,
+        requests,
+        batch_size,
+        description="LLM",
+        shard=None,
+        max_failure_ratio=None,
+        known_failures=None,
+    ):
         """Replies (:class:`Generation`) for every request, plus :class:`GenerationStats`.
 
         Every missing request is tried; failed ones are not cached and are logged by class.
         With ``max_failure_ratio`` set, more failed requests than that share of ``requests``
-        raise :class:`LLMFailuresError` (after the successes were cached).
+        raise :class:`LLMFailuresError` (after the successes were cached). ``known_failures``
+        (``{key: failed Generation}``, e.g. the failed lines of an imported batch) count as this
+        run's failures instead of being asked.
         """
         from tqdm import tqdm
 
@@ -229,16 +195,19 @@ class CachedGenerator:
         stats = GenerationStats(requests=len(requests))
         results = [None] * len(requests)
         fresh = set(keys) if self.refresh else set()
-        todo_batches = []
+        known_failures = known_failures or {}
+        todo_batches, preset = [], 0
         for start in range(0, len(requests), batch_size):
             batch = range(start, min(start + batch_size, len(requests)))
-            mine = shard is None or (start // batch_size) % shard[1] == shard[0]
-            if mine and any(keys[i] not in self.cache or keys[i] in fresh for i in batch):
-                todo_batches.append(batch)
             for i in batch:
                 entry = self.cache.get(keys[i])
                 if entry is not None and keys[i] not in fresh:
-                    results[i] = _from_cache(entry)
+                    results[i] = from_cache(entry)
+                elif keys[i] in known_failures:
+                    results[i], preset = known_failures[keys[i]], preset + 1
+            mine = shard is None or (start // batch_size) % shard[1] == shard[0]
+            if mine and any(results[i] is None for i in batch):
+                todo_batches.append(batch)
         todo = sum(len(b) for b in todo_batches)
         if todo:
             getLogger().info(first_run_message(description, todo, len(requests), self.identity))
@@ -250,82 +219,11 @@ class CachedGenerator:
         bar = tqdm(
             total=todo, desc=description, unit="prompt", disable=not self.progress or not todo
         )
-
-        failed_now = {}  # key -> failed reply: a prompt that failed is not asked twice a run
-
-        def wanted(i):
-            return keys[i] not in self.cache or keys[i] in fresh
-
-        def generate(batch):
-            # another process may have made this batch while we waited for its claim
-            self.cache.reload()
-            if not any(wanted(i) for i in batch):
-                for i in batch:
-                    results[i] = _from_cache(self.cache.get(keys[i]))
-                bar.update(len(batch))
-                return
-            if getattr(self.backend, "independent_requests", False):
-                # a server answers each request alone: ask each missing prompt once (a failed
-                # request of an earlier run), not its batch's cached replies again
-                asked = {}
-                for i in batch:
-                    if not wanted(i):
-                        results[i] = _from_cache(self.cache.get(keys[i]))
-                    elif keys[i] in failed_now:
-                        results[i] = failed_now[keys[i]]
-                    else:
-                        asked.setdefault(keys[i], i)
-                asked = list(asked.values())
-            else:  # batched decoding: the same batches as an uninterrupted run, same replies
-                asked = list(batch)
-            replies = self.backend.generate([requests[i] for i in asked], self.decoding)
-            entries = []
-            for i, reply in zip(asked, replies):
-                reply.backend = self.backend_name
-                results[i] = reply
-                stats.calls += 1
-                if reply.error:
-                    failed_now[keys[i]] = reply
-                    continue
-                stats.prompt_tokens += reply.prompt_tokens
-                stats.completion_tokens += reply.completion_tokens
-                stats.seconds += reply.seconds
-                entries.append(
-                    {
-                        "key": keys[i],
-                        "model": self.identity,
-                        "backend": self.backend_name,
-                        "text": reply.text,
-                        "prompt_tokens": reply.prompt_tokens,
-                        "completion_tokens": reply.completion_tokens,
-                        "seconds": round(reply.seconds, 4),
-                    }
-                )
-            self.cache.put_many(entries)
-            fresh.difference_update(e["key"] for e in entries)
-            for i in batch:  # a prompt asked twice in one batch gets the one reply
-                if results[i] is None:
-                    entry = self.cache.get(keys[i])
-                    results[i] = failed_now[keys[i]] if entry is None else _from_cache(entry)
-            bar.update(len(batch))
-
-        # a batch another process is generating (same cache, same prompts) is left for later:
-        # by then its replies are in the cache, and are read instead of asked again
-        deferred = []
-        for batch in todo_batches:
-            with self.cache.claim([keys[i] for i in batch], wait=False) as claimed:
-                if claimed:
-                    generate(batch)
-                else:
-                    deferred.append(batch)
-        if deferred:
-            getLogger().info(
-                f"{description}: {len(deferred)} batches are being generated by another process "
-                "on this cache; waiting for its replies"
-            )
-        for batch in deferred:
-            with self.cache.claim([keys[i] for i in batch], wait=True):
-                generate(batch)
+        generation = GenerationPass(
+            self, requests, keys, results, fresh, stats, bar, failed=known_failures
+        )
+        if todo_batches:
+            generation.generate(todo_batches, self.backend, description)
         bar.close()
         stats.wall_seconds = time.perf_counter() - started
         for reply in results:
@@ -335,17 +233,17 @@ class CachedGenerator:
                 stats.total_seconds += reply.seconds
                 by_backend = stats.replies_by_backend
                 by_backend[reply.backend] = by_backend.get(reply.backend, 0) + 1
-        stats.cached = stats.requests - stats.calls
+        stats.cached = stats.requests - stats.calls - preset
         for reply in results:
             if reply is not None and reply.error:
                 stats.count_failure(reply)
-        self._check_failures(stats, description, max_failure_ratio)
+        self._check_failures(stats, description, max_failure_ratio, preset)
         if shard is not None and any(reply is None for reply in results):
             self.cache.reload()  # the other shards may have finished meanwhile
             for i, reply in enumerate(results):
                 entry = self.cache.get(keys[i]) if reply is None else None
                 if entry is not None:
-                    results[i] = _from_cache(entry)
+                    results[i] = from_cache(entry)
         missing = sum(reply is None for reply in results)
         if missing:
             raise ShardDone(
@@ -356,8 +254,9 @@ class CachedGenerator:
             )
         return results, stats
 
-    def _check_failures(self, stats, description, max_failure_ratio):
-        """Log each class of failure with a sample; raise past ``max_failure_ratio``."""
+    def _check_failures(self, stats, description, max_failure_ratio, preset=0):
+        """Log each class of failure with a sample; raise past ``max_failure_ratio``.
+        ``preset`` failures were known before the run (an imported batch's), not asked."""
         if not stats.failed:
             return
         getLogger().warning(
@@ -366,7 +265,7 @@ class CachedGenerator:
         )
         if max_failure_ratio is None or stats.failed <= max_failure_ratio * stats.requests:
             return
-        succeeded = stats.calls - stats.failed
+        succeeded = stats.calls - (stats.failed - preset)
         raise LLMFailuresError(
             f"{description}: {stats.failed} of {stats.requests} LLM requests failed, more than "
             f"llm_max_failure_ratio={max_failure_ratio} allows: {stats.failure_summary()}. "

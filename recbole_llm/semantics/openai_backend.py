@@ -1,8 +1,10 @@
 """The ``openai`` backend: any OpenAI-compatible chat endpoint (vLLM, Ollama, llama.cpp's
-server, OpenAI), over a pool of kept-alive connections, with a timeout, concurrent requests and
-retries of what may pass on a second try (408, 409, 429, 5xx, network errors) after a capped,
-jittered exponential back-off that honours ``Retry-After``. The API key is read from the
-environment variable named by ``llm_api_key_env`` and never logged.
+server, OpenAI), over a pool of kept-alive connections, with a timeout, a window of
+``llm_concurrency`` requests in flight (hundreds saturate a vLLM server) and retries of what may
+pass on a second try (408, 409, 429, 5xx, network errors) after a capped, jittered exponential
+back-off that honours ``Retry-After``. The API key is read from the environment variable named
+by ``llm_api_key_env`` and never logged. :func:`chat_body` is the request it sends, which the
+batch files (:mod:`recbole_llm.semantics.batch`) hold too.
 """
 
 import email.utils
@@ -24,6 +26,18 @@ from recbole_llm.semantics.models import LLMError
 RETRY_STATUSES = frozenset({408, 409, 429})
 #: Characters of a server's error body kept in an error message.
 BODY_SAMPLE_CHARS = 200
+
+
+def chat_body(model, messages, decoding):
+    """The chat-completions request of one prompt: greedy (temperature 0), at most
+    ``max_new_tokens`` new tokens. Holds no API key (that goes in a header)."""
+    return {
+        "model": model,
+        "messages": messages,
+        "max_tokens": decoding["max_new_tokens"],
+        "temperature": 0,
+        "frequency_penalty": 0,
+    }
 
 
 class RequestFailure(Exception):
@@ -82,7 +96,8 @@ class ConnectionPool:
         self.opened = 0  # connections made so far
 
     def _connect(self):
-        self.opened += 1
+        with self._lock:
+            self.opened += 1
         host, port = self.proxy or (self.host, self.port)
         if self.https:
             connection = http.client.HTTPSConnection(
@@ -135,7 +150,8 @@ class ConnectionPool:
 class OpenAIBackend:
     """An OpenAI-compatible chat-completions endpoint (``{base_url}/chat/completions``).
 
-    Requests go over one pool of kept-alive connections. A failed attempt is retried (at most
+    At most ``concurrency`` requests are in flight at once (:meth:`submit` queues the rest),
+    each on a thread of its own, over one pool of as many kept-alive connections. A failed attempt is retried (at most
     ``max_retries`` times) only when asking again may help: HTTP 408, 409, 429 and 5xx, and
     network errors (refused or dropped connections, timeouts). Each retry waits a capped
     exponential back-off with jitter, ``backoff * 2**attempt`` seconds times a random factor
@@ -181,6 +197,8 @@ class OpenAIBackend:
                 )
         self.pool = ConnectionPool(self.url, timeout, concurrency)
         self._random = random.Random()
+        self._executor = None
+        self._executor_lock = threading.Lock()
 
     def _sample(self, data):
         """The first part of a server's reply, on one line, for an error message."""
@@ -190,15 +208,7 @@ class OpenAIBackend:
         return text[:BODY_SAMPLE_CHARS] + ("..." if len(text) > BODY_SAMPLE_CHARS else "")
 
     def _request(self, messages, decoding):
-        body = json.dumps(
-            {
-                "model": self.model,
-                "messages": messages,
-                "max_tokens": decoding["max_new_tokens"],
-                "temperature": 0,
-                "frequency_penalty": 0,
-            }
-        ).encode("utf-8")
+        body = json.dumps(chat_body(self.model, messages, decoding)).encode("utf-8")
         headers = {"Content-Type": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
@@ -276,6 +286,31 @@ class OpenAIBackend:
             "", seconds=time.perf_counter() - start, error=str(failure), failure=failure.kind
         )
 
+    @property
+    def window(self):
+        """Requests in flight at most (``llm_concurrency``)."""
+        return max(1, self.concurrency)
+
+    def submit(self, messages, decoding):
+        """Queue one request: a future of its :class:`Generation` (never an exception for a
+        failed request: its ``error`` says why). At most :attr:`window` run at once."""
+        with self._executor_lock:
+            if self._executor is None:
+                self._executor = ThreadPoolExecutor(
+                    max_workers=self.window, thread_name_prefix="llm-request"
+                )
+            return self._executor.submit(self._one, messages, decoding)
+
     def generate(self, batch, decoding):
-        with ThreadPoolExecutor(max_workers=max(1, self.concurrency)) as pool:
-            return list(pool.map(lambda m: self._one(m, decoding), batch))
+        """Replies to every request of ``batch``, in order, :attr:`window` at a time."""
+        futures = [self.submit(messages, decoding) for messages in batch]
+        return [future.result() for future in futures]
+
+    def cancel(self):
+        """Drop the queued requests (those in flight finish) and close the idle connections;
+        the next :meth:`submit` starts afresh."""
+        with self._executor_lock:
+            executor, self._executor = self._executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
+        self.pool.close()
