@@ -3,7 +3,9 @@
 RecBole's run_recbole.py flags, plus every ``--key=value`` passed through to the config exactly
 as RecBole does (its Config reads them from ``sys.argv``). A user error (an unknown model, a
 config file that is not YAML, ...) ends it with one line ``error: ...`` on stderr and status 2;
-``--debug`` shows the traceback instead.
+``--debug`` shows the traceback instead. A generation shard that has done its share, and
+``--llm_backend=batch`` once it has written its batch file, print one line saying what to do
+next and exit 0.
 """
 
 import argparse
@@ -11,6 +13,7 @@ import sys
 
 from recbole_llm.errors import DEBUG_FLAG, DEBUG_HELP, cli_main
 from recbole_llm.quick_start import run, run_semantics
+from recbole_llm.semantics.batch import BatchExported
 from recbole_llm.semantics.generator import ShardDone
 
 
@@ -48,15 +51,17 @@ OUR_FLAGS = ("--semantics", "--refresh", DEBUG_FLAG)
 def main(argv=None):
     """Parse the command line and run; returns the result dict, or the semantic manifest's path
     with ``--semantics`` (None on non-zero ranks, and when an ``llm_shard`` has done its
-    share). A user error prints ``error: <message>`` and exits with status 2."""
+    share, or ``llm_backend: batch`` has written its batch file). A user error prints
+    ``error: <message>`` and exits with status 2."""
     return cli_main(_run, argv)
 
 
 def _run(argv):
     try:
         return _main(argv)
-    except ShardDone as done:
-        # one of several generation processes finished its share: not a failure
+    except (ShardDone, BatchExported) as done:
+        # one of several generation processes finished its share, or the prompts were written
+        # to a batch file to run elsewhere: not a failure
         print(done)
         return None
 

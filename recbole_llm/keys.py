@@ -64,7 +64,7 @@ RECBOLE_CODE_KEYS = (
 
 #: Allowed values of the semantic step's keys (the backends read ``llm_backend``'s from here).
 SEMANTIC_CHOICES = {
-    "llm_backend": ("transformers", "openai", "llama_cpp"),
+    "llm_backend": ("transformers", "openai", "llama_cpp", "batch"),
     "typical_selection": ("ap", "kmeans"),
     "interest_source": ("llm", "categories"),
     "interest_fallback": ("none", "categories"),
@@ -72,6 +72,10 @@ SEMANTIC_CHOICES = {
     "intent_source": ("llm", "last_item"),
     "intent_aggregation": ("sum", "mean"),
 }
+
+#: Backends whose LLM is a served model: its identity is its served name (``llm_model``), so
+#: replies of an OpenAI-compatible server and of a batch job of the same model serve each other.
+SERVED_BACKENDS = ("openai", "batch")
 
 #: Our keys that change what a dataset contains. A pickled dataset or saved dataloaders are
 #: reused only when these match too (RecBole compares only its own ``dataset_arguments``).
@@ -128,6 +132,8 @@ VOLATILE_KEYS = {
     "auto_semantics",
     "llm_shard",
     "llm_export_replies",
+    "llm_batch_file",
+    "llm_import_batch",
     "llm_backoff",
     "llm_backoff_max",
     "training_state_file",

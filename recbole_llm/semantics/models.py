@@ -9,6 +9,7 @@ import os
 
 from recbole_llm import assets
 from recbole_llm.errors import UserError
+from recbole_llm.keys import SERVED_BACKENDS
 from recbole_llm.paths import models_dir
 
 DEFAULT_LLM = "SmolLM2-135M-Instruct"
@@ -61,6 +62,6 @@ def weights_identity(path):
 
 def model_identity(config):
     """The cache identity of the configured LLM, without loading it."""
-    if config["llm_backend"] == "openai":
+    if config["llm_backend"] in SERVED_BACKENDS:
         return f"served:{config['llm_model']}"
     return weights_identity(resolve_local_model(config["llm_model"]))

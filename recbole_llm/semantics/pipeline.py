@@ -21,7 +21,7 @@ the LLM answered without a usable name or interest, and are counted in the manif
 import time
 from logging import getLogger
 
-from recbole_llm.semantics import shared
+from recbole_llm.semantics import batch, shared
 from recbole_llm.semantics.intents import run_llm4sbr
 from recbole_llm.semantics.interests import run_eimf
 from recbole_llm.semantics.settings import KINDS
@@ -36,6 +36,7 @@ def run_pipeline(config, kind, make_dataset, refresh=False):
         raise ValueError(f"semantic pipeline must be one of {KINDS}, got '{kind}'")
     shared.shard_of(config)  # a malformed llm_shard or failure ratio fails before any data is read
     shared.max_failure_ratio(config)
+    batch.check_settings(config)  # an llm_import_batch that is not a file, too
     start = time.perf_counter()
     if kind == "eimf":
         path = run_eimf(config, make_dataset, refresh, start)

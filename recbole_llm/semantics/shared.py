@@ -8,11 +8,11 @@ from logging import getLogger
 
 from recbole_llm import __version__
 from recbole_llm.errors import UserError
-from recbole_llm.semantics import files
+from recbole_llm.semantics import batch, files
 from recbole_llm.semantics.encoder import TextEncoder
 from recbole_llm.semantics.generator import CachedGenerator, make_backend, parse_shard, reply_cache
 from recbole_llm.semantics.models import model_identity
-from recbole_llm.semantics.settings import needs_llm, settings
+from recbole_llm.semantics.settings import command, needs_llm, settings
 from recbole_llm.semantics.text import item_texts
 
 
@@ -32,6 +32,7 @@ def make_generator(config, kind, refresh):
         refresh=refresh,
         progress=config["show_progress"] is not False,
         backend_name=config["llm_backend"],
+        command=command(config, kind),
     )
 
 
@@ -48,13 +49,18 @@ def export_replies(config, generator, requests):
 
 def ask(config, generator, requests, label):
     """Every request's reply through the cached generator, with the configured batch size,
-    shard and failure bound; then ``llm_export_replies``. Returns ``(replies, stats)``."""
+    shard and failure bound, after the batch exchange (``llm_import_batch`` read into the
+    cache; with ``llm_backend: batch``, the missing prompts written to a batch file, which
+    stops the step); then ``llm_export_replies``. Returns ``(replies, stats)``."""
+    ratio = max_failure_ratio(config)
+    known_failures = batch.exchange(config, generator, requests, label, ratio)
     replies, stats = generator.run(
         requests,
         config["llm_batch_size"],
         label,
         shard=shard_of(config),
-        max_failure_ratio=max_failure_ratio(config),
+        max_failure_ratio=ratio,
+        known_failures=known_failures,
     )
     export_replies(config, generator, requests)
     return replies, stats
