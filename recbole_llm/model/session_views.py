@@ -17,12 +17,18 @@ STAMP       ``h_t`` from the last click ``m_t``             ``h_s`` from the att
                                                             session memory (``m_a``, ``m_s``)
 GRU4Rec     the last position's output                      soft-attention pooling (added)
 SASRec      the last position's output                      soft-attention pooling (added)
+TAGNN       last item's node after the GNN (``s_l``)        soft-attention pooling (``s_g``)
+GCEGNN      last item's representation (session + global)   position-aware readout
+DHCN        last item's hypergraph-convolved embedding      hypergraph channel's session
+                                                            embedding
 ==========  ==============================================  ================================
 
 Every view is computed from the backbone's own layers, so they keep training. Positions past a
 sequence's length are zeroed first, so padding never influences a view. A backbone of our own
 adds itself by defining ``session_views(item_seq, item_seq_len)`` (and optionally
-``session_vector(local, global_)``): adding one is one file.
+``session_vector(local, global_)``, and ``extra_loss()`` for a loss term of its own that its
+views leave in training, as DHCN's self-supervised loss): adding one is one file. TAGNN, GCEGNN
+and DHCN do so.
 
 **Soft-attention pooling** (SR-GNN's global view and the one added to GRU4Rec and SASRec) takes a
 softmax over the real positions before the weighted sum (``global_pool: softmax``), as the
@@ -201,7 +207,10 @@ class SessionViews(nn.Module):
 
 def backbone_regularization(backbone):
     """The backbone's own extra loss term, as its calculate_loss adds it (GC-SAN's embedding
-    regulariser); None for the others."""
+    regulariser; ``extra_loss()`` of a backbone that defines it, such as DHCN's self-supervised
+    loss of the batch its views were just computed for); None for the others."""
     if type(backbone).__name__ == "GCSAN" and backbone.reg_weight:
         return backbone.reg_weight * backbone.reg_loss(backbone.item_embedding.weight)
+    if hasattr(backbone, "extra_loss"):
+        return backbone.extra_loss()
     return None
