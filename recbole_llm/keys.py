@@ -71,6 +71,7 @@ SEMANTIC_CHOICES = {
     "typical_assignment": ("cluster", "shuffled"),
     "intent_source": ("llm", "last_item"),
     "intent_aggregation": ("sum", "mean"),
+    "intent_form": ("compact", "dense"),
 }
 
 #: Backends whose LLM is a served model: its identity is its served name (``llm_model``), so
@@ -105,6 +106,7 @@ DATASET_ARGUMENTS = [
     "intent_source",
     "intent_topr",
     "intent_aggregation",
+    "intent_form",
 ]
 
 #: Keys that say where or how verbosely a run happens, not what it computes.

@@ -164,11 +164,13 @@ def test_llm4sbr_prompts_hold_only_items_before_each_target(tiny_llm, tmp_path, 
     assert (
         "short-term" in short[0]["content"] and "Only output the item name" in short[0]["content"]
     )
+    assert manifest["files"]["synth-session.intent"]["form"] == "compact"
     table = files.read_table(
-        files.file_path(config, "intent"), files.intent_header(["long", "short"])
+        files.file_path(config, "intent"), files.intent_header(["long", "short"], "compact")
     )
     assert len(table["sid"]) == manifest["counts"]["samples"]
-    assert all(len(v) == 384 and np.isfinite(v).all() for v in table["long_intent"])
+    assert all(len(v) == 5 and np.isfinite(v).all() for v in table["long_intent_weights"])
+    assert all(len(set(v)) == 5 for v in table["long_intent_items"])
 
 
 def test_the_suggested_command_makes_the_semantics_this_run_reads():

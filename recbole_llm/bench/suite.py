@@ -142,7 +142,13 @@ NEUTRAL_VALUES = {
     "semantic_targets": "text",
     "semantic_control": "none",
     "llm_max_failure_ratio": 0.0,
+    # the only form before compact intents existed; compact rebuilds the same vectors to
+    # float rounding, which a training run can amplify, so it is a run of its own
+    "intent_form": "dense",
 }
+#: Keys added after runs were committed that only one model reads: left out of every other
+#: model's identity, whatever their value.
+ONLY_FOR = {"intent_form": "LLM4SBR"}
 _NO_VALUE = object()
 
 _resolved = {}
@@ -165,7 +171,9 @@ def _resolve(model, dataset, config_dict):
     return {
         k: v
         for k, v in config.final_config_dict.items()
-        if k not in VOLATILE_KEYS and NEUTRAL_VALUES.get(k, _NO_VALUE) != v
+        if k not in VOLATILE_KEYS
+        and NEUTRAL_VALUES.get(k, _NO_VALUE) != v
+        and ONLY_FOR.get(k, model) == model
     }
 
 

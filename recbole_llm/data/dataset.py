@@ -14,13 +14,16 @@ dataloaders call for training and evaluation batches alike.
   ``[T + 1, M]`` mask, stored once per typical user; row 0 has none, for users without
   semantics), plus :meth:`~EIMFDataset.item_text_matrix` ``[N, D]``.
 - :class:`LLM4SBRDataset` (session benchmark files): ``long_intent`` and ``short_intent``
-  ``[B, D]`` of the row's sample (``normal_intent`` for the single-view ablation).
+  ``[B, D]`` of the row's sample (``normal_intent`` for the single-view ablation); a compact
+  ``.intent`` file is kept as item ids and weights, each batch's vectors rebuilt from the
+  item-text table (an ``embedding_bag``), so memory grows with ``intent_topr``, not ``D``.
 """
 
 from logging import getLogger
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 
@@ -180,32 +183,74 @@ class LLM4SBRDataset(SequentialDataset):
         if not attached:  # built directly, not through an entry point
             manifest = files.read_manifest(self.config, "llm4sbr")
         dim, views = manifest["dimensions"]["text"], manifest["views"]
+        form = files.intent_form(self.config, manifest)
         path = files.file_path(self.config, "intent")
-        table = files.read_table(path, files.intent_header(views))
+        table = files.read_table(path, files.intent_header(views, form))
         ids = _ids(self, self.uid_field, table["sid"], path)
         _require_every_id(self, self.uid_field, ids, path, "intents")
-        self._intents = {}
+        self._intents = {}  # dense: {field: [S, D]}
+        self._localised = {}  # compact: {field: ([S, r] item ids, [S, r] weights)}
+        self._item_text = _item_text(self, manifest) if form == "compact" else None
         for view in views:
             column = intent_field(view)
-            matrix = torch.zeros(self.user_num, dim)
-            matrix[ids] = torch.from_numpy(files.stack_vectors(path, column, table[column], dim))
-            self._intents[column] = matrix
+            if form == "dense":
+                matrix = torch.zeros(self.user_num, dim)
+                vectors = files.stack_vectors(path, column, table[column], dim)
+                matrix[ids] = torch.from_numpy(vectors)
+                self._intents[column] = matrix
+            else:
+                self._localised[column] = self._compact_view(path, column, table, ids)
         self.intent_views = views
         self.intent_dim = dim
         self.semantics_manifest = manifest
 
+    def _compact_view(self, path, column, table, ids):
+        """A compact view's ``([S, r] item ids, [S, r] weights)``; row 0 (padding) weighs 0."""
+        tokens, weights = table[f"{column}_items"], table[f"{column}_weights"]
+        width = len(tokens[0]) if tokens else 0
+        for row, (t, w) in enumerate(zip(tokens, weights)):
+            if len(t) != width or len(w) != width:
+                raise SemanticsError(
+                    f"'{path}' row {row + 1}: {column} has {len(t)} items and {len(w)} weights, "
+                    f"expected {width} of each (see its manifest); regenerate the semantics."
+                )
+        flat = _ids(self, self.iid_field, [t for row in tokens for t in row], path)
+        items = torch.zeros(self.user_num, width, dtype=torch.long)
+        items[ids] = torch.from_numpy(flat.reshape(len(tokens), width))
+        matrix = torch.zeros(self.user_num, width)
+        matrix[ids] = torch.from_numpy(files.stack_vectors(path, column, weights, width))
+        return items, matrix
+
+    def intents(self, field, sessions):
+        """``[B, D]`` intents of ``field`` for the session ids ``sessions``; a compact view is
+        rebuilt from the item-text table (the weighted sum of its items' vectors)."""
+        if field in self._intents:
+            return self._intents[field][sessions]
+        items, weights = self._localised[field]
+        return F.embedding_bag(
+            items[sessions], self._item_text, per_sample_weights=weights[sessions], mode="sum"
+        )
+
     def mean_intents(self):
         """``{view: [D]}``: each view's intent averaged over every sample (the padding row left
         out), the constant that LLM4SBR's ``intent_control: mean`` gives every session."""
-        return {
-            view: self._intents[intent_field(view)][1:].mean(dim=0) for view in self.intent_views
-        }
+        means = {}
+        for view in self.intent_views:
+            field = intent_field(view)
+            if field in self._intents:
+                means[view] = self._intents[field][1:].mean(dim=0)
+                continue
+            items, weights = self._localised[field]
+            total = torch.zeros(self.item_num).index_add_(
+                0, items[1:].flatten(), weights[1:].flatten()
+            )
+            means[view] = total @ self._item_text / (self.user_num - 1)
+        return means
 
     def join(self, df):
         df = super().join(df)
         if self.uid_field in df:
             sessions = df[self.uid_field]
-            df.update(
-                Interaction({field: table[sessions] for field, table in self._intents.items()})
-            )
+            fields = [intent_field(view) for view in self.intent_views]
+            df.update(Interaction({field: self.intents(field, sessions) for field in fields}))
         return df

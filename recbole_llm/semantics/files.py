@@ -8,11 +8,19 @@ file                   columns                                                  
 ``<ds>.itemtext``      ``iid:token  item_text:float_seq``                          both steps
 ``<ds>.interest``      ``tuid:token  interest_num:float  interest_emb:float_seq``   EIMF
 ``<ds>.usertypical``   ``uid:token  tuid:token``                                   EIMF
-``<ds>.intent``        ``sid:token  long_intent:float_seq  short_intent:float_seq``  LLM4SBR
-                       (``normal_intent`` for the single-view ablation)
+``<ds>.intent``        ``sid:token`` and per view ``long_intent_items:token_seq``     LLM4SBR
+                       ``long_intent_weights:float_seq`` (compact, the default), or
+                       ``long_intent:float_seq`` (dense); ``short_``, or ``normal_``
+                       for the single-view ablation
 ``<ds>.eimf.json`` /   manifest: inputs and their hashes, settings, LLM, encoder,
 ``<ds>.llm4sbr.json``  prompt template, dimensions, row counts, calls, tokens, time
 =====================  ==========================================================  ==========
+
+A compact intent is the weighted sum of its items' ``item_text`` vectors (``intent_topr``
+ids and weights instead of the encoder's dimension, about 40x smaller); the dense form holds
+the vector itself and is written when it cannot be compact (``intent_topr: 0`` keeps the raw
+answer; item ids with spaces). The manifest names the form (``files.<ds>.intent.form``); a file
+made before the compact form existed names none and is dense.
 
 ``interest_emb`` is the typical user's interests, ``max_interests`` vectors of the encoder's
 dimension one after the other (zero rows past ``interest_num``). Plain RecBole can load every
@@ -39,9 +47,28 @@ HEADERS = {
 }
 
 
-def intent_header(views):
-    """Header of ``<ds>.intent``: the sample key, then one vector column per view."""
-    return ["sid:token"] + [f"{view}_intent:float_seq" for view in views]
+INTENT_FORMS = ("compact", "dense")
+
+
+def intent_header(views, form="dense"):
+    """Header of ``<ds>.intent``: the sample key, then per view one vector column (dense) or
+    the localised items' ids and weights (compact)."""
+    if form not in INTENT_FORMS:
+        raise SemanticsError(f"Unknown intent file form '{form}' (known: {list(INTENT_FORMS)}).")
+    if form == "dense":
+        return ["sid:token"] + [f"{view}_intent:float_seq" for view in views]
+    return ["sid:token"] + [
+        cell
+        for view in views
+        for cell in (f"{view}_intent_items:token_seq", f"{view}_intent_weights:float_seq")
+    ]
+
+
+def intent_form(config, manifest):
+    """The form of the ``.intent`` file a manifest describes; files made before the compact
+    form existed name none and are dense."""
+    entry = manifest["files"].get(f"{config['dataset']}.intent", {})
+    return entry.get("form", "dense")
 
 
 class SemanticsError(UserError):
@@ -110,6 +137,8 @@ def read_table(path, expected):
                         value = np.array(cell.split(), dtype=np.float32)
                     except ValueError as err:
                         raise SemanticsError(f"'{path}' line {line_number}: {err}") from err
+                elif kind == "token_seq":
+                    value = cell.split()
                 elif kind == "float":
                     value = float(cell)
                 else:

@@ -2,7 +2,8 @@
 
 Per sample, a long-term and a short-term prompt over the last ``prompt_max_items`` items before
 its target -> guessed item names -> encoded -> localised onto the ``intent_topr`` most similar
-real items (similarity-weighted sum or mean) -> ``.itemtext``, ``.intent``.
+real items (similarity-weighted sum or mean) -> ``.itemtext``, ``.intent`` (each intent as its
+top-r item ids and weights, or with ``intent_form: dense`` the vector itself).
 """
 
 import collections
@@ -15,20 +16,63 @@ from recbole_llm.semantics.history import sample_prefixes
 from recbole_llm.semantics.parsing import parse_item_name
 
 
+def top_items(answer_vectors, item_vectors, topr, aggregation):
+    """Intent localisation in compact form: for each answer, the rows of the ``topr`` items
+    most similar to it ``[n, r]`` and their weights ``[n, r]`` (the similarity, divided by
+    ``topr`` for ``aggregation: mean``); the intent is the weighted sum of those items' vectors
+    (:func:`localise`)."""
+    if aggregation not in ("sum", "mean"):
+        raise ValueError(f"intent_aggregation must be 'sum' or 'mean', got '{aggregation}'")
+    similarity = answer_vectors @ item_vectors.T
+    width = min(topr, similarity.shape[1])
+    top = np.argpartition(-similarity, kth=width - 1, axis=1)[:, :width]
+    weights = np.take_along_axis(similarity, top, axis=1)
+    if aggregation == "mean":
+        weights = weights / topr
+    return top.astype(np.int64), weights.astype(np.float32)
+
+
 def localise(answer_vectors, item_vectors, topr, aggregation):
     """Intent localisation: the similarity-weighted sum (or mean) of the ``topr`` items most
     similar to each answer; ``topr = 0`` keeps the encoded answer itself."""
     if topr == 0:
         return answer_vectors.astype(np.float32)
-    similarity = answer_vectors @ item_vectors.T
-    top = np.argpartition(-similarity, kth=min(topr, similarity.shape[1]) - 1, axis=1)[:, :topr]
-    weights = np.take_along_axis(similarity, top, axis=1)
-    intents = (weights[:, :, None] * item_vectors[top]).sum(axis=1)
-    if aggregation == "mean":
-        intents /= topr
-    elif aggregation != "sum":
-        raise ValueError(f"intent_aggregation must be 'sum' or 'mean', got '{aggregation}'")
-    return intents.astype(np.float32)
+    top, weights = top_items(answer_vectors, item_vectors, topr, aggregation)
+    return (weights[:, :, None] * item_vectors[top]).sum(axis=1).astype(np.float32)
+
+
+def _form(config, tokens):
+    """``intent_form``: compact writes each intent as its top-r item ids and weights (the
+    dataset rebuilds the vector from ``.itemtext``), dense the vector itself."""
+    form = config["intent_form"]
+    if form not in files.INTENT_FORMS:
+        raise files.SemanticsError(
+            f"intent_form must be one of {list(files.INTENT_FORMS)}, got '{form}'."
+        )
+    if form == "compact" and config["intent_topr"] == 0:
+        raise files.SemanticsError(
+            "intent_topr: 0 keeps each raw answer's vector, which has no compact form; "
+            "set intent_form: dense."
+        )
+    spaced = next((t for t in tokens if any(c.isspace() for c in t)), None)
+    if form == "compact" and spaced is not None:
+        raise files.SemanticsError(
+            f"Item id '{spaced}' contains whitespace, which a compact intent file (token_seq) "
+            "cannot hold; set intent_form: dense."
+        )
+    return form
+
+
+def _cells(intents, views, j, tokens):
+    """Sample ``j``'s cells of ``.intent``: per view, the vector (dense) or the item tokens and
+    weights (compact)."""
+    for view in views:
+        parts = intents[view]
+        if len(parts) == 1:
+            yield parts[0][j]
+        else:
+            yield " ".join(tokens[i] for i in parts[0][j])
+            yield parts[1][j]
 
 
 def _intent_views(config):
@@ -67,13 +111,18 @@ def run_llm4sbr(config, make_dataset, refresh, start):
     keys = list(samples)
     recent = {k: samples[k][-config["prompt_max_items"] :] for k in keys}
     topr, aggregation = config["intent_topr"], config["intent_aggregation"]
+    form = _form(config, tokens)
+
+    def locate(answer_vectors):
+        if form == "dense":
+            return (localise(answer_vectors, item_vectors, topr, aggregation),)
+        return top_items(answer_vectors, item_vectors, topr, aggregation)
+
     # the LLM-free control, and the fallback for a reply without a usable name
-    last_item = localise(
-        item_vectors[[row_of[recent[k][-1]] for k in keys]], item_vectors, topr, aggregation
-    )
+    last_item = locate(item_vectors[[row_of[recent[k][-1]] for k in keys]])
 
     stats = None
-    intents = {view: last_item.copy() for view in views}
+    intents = {view: tuple(part.copy() for part in last_item) for view in views}
     from_llm = {view: 0 for view in views}
     failed = {view: 0 for view in views}
     if source == "llm":
@@ -90,15 +139,16 @@ def run_llm4sbr(config, make_dataset, refresh, start):
             rows = [j for j in range(len(keys)) if names[j * len(views) + v]]
             if rows:
                 answers = encoder.encode([names[j * len(views) + v] for j in rows])
-                intents[view][rows] = localise(answers, item_vectors, topr, aggregation)
+                for part, located in zip(intents[view], locate(answers)):
+                    part[rows] = located
             from_llm[view] = len(rows)
             failed[view] = sum(bool(replies[j * len(views) + v].error) for j in range(len(keys)))
 
     files.write_table(files.file_path(config, "itemtext"), "itemtext", zip(tokens, item_vectors))
     files.write_table(
         files.file_path(config, "intent"),
-        files.intent_header(views),
-        ((k, *(intents[view][j] for view in views)) for j, k in enumerate(keys)),
+        files.intent_header(views, form),
+        ((k, *_cells(intents, views, j, tokens)) for j, k in enumerate(keys)),
     )
     seconds = time.perf_counter() - start
     generation = shared.log_summary(stats, encoder, seconds)
@@ -113,7 +163,10 @@ def run_llm4sbr(config, make_dataset, refresh, start):
         "prompt_template": prompts.template_hash("llm4sbr"),
         "views": views,
         "dimensions": {"text": encoder.dim},
-        "files": {f"{name}.itemtext": {"rows": len(tokens)}, f"{name}.intent": {"rows": len(keys)}},
+        "files": {
+            f"{name}.itemtext": {"rows": len(tokens)},
+            f"{name}.intent": {"rows": len(keys), "form": form},
+        },
         "counts": {
             "items": len(tokens),
             "item_text_fallbacks": texts.fallback_count,

@@ -46,7 +46,14 @@ SETTING_KEYS = {
         "val_interval",
     ],
     "llm4sbr": COMMON_KEYS
-    + ["intent_views", "intent_source", "intent_topr", "intent_aggregation", "benchmark_filename"],
+    + [
+        "intent_views",
+        "intent_source",
+        "intent_topr",
+        "intent_aggregation",
+        "intent_form",
+        "benchmark_filename",
+    ],
 }
 
 

@@ -1,0 +1,140 @@
+"""Compact intents: top-r item ids and weights on disk, the same vectors in every batch."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from recbole_llm.config import Config
+from recbole_llm.fields import intent_field
+from recbole_llm.quick_start import create_dataset
+from recbole_llm.semantics import files
+from recbole_llm.semantics.intents import localise, top_items
+
+
+def test_top_items_rebuild_the_localised_vectors():
+    rng = np.random.default_rng(0)
+    items = rng.normal(size=(40, 16)).astype(np.float32)
+    answers = rng.normal(size=(7, 16)).astype(np.float32)
+    for aggregation in ("sum", "mean"):
+        top, weights = top_items(answers, items, 5, aggregation)
+        assert top.shape == weights.shape == (7, 5)
+        rebuilt = (weights[:, :, None] * items[top]).sum(axis=1)
+        assert np.allclose(rebuilt, localise(answers, items, 5, aggregation), atol=1e-5)
+        best = np.argsort(-(answers @ items.T), axis=1)[:, :5]
+        assert (np.sort(top, axis=1) == np.sort(best, axis=1)).all()
+    # fewer items than topr: every item, once
+    assert top_items(answers, items[:3], 5, "sum")[0].shape == (7, 3)
+
+
+@pytest.fixture(scope="module")
+def session_root(tmp_path_factory):
+    from synthetic import write_synthetic_sessions
+
+    root = tmp_path_factory.mktemp("sessions")
+    write_synthetic_sessions(str(root))
+    return str(root)
+
+
+def session_config(root, tiny_llm, form):
+    return {
+        "data_path": root,
+        "USER_ID_FIELD": "session_id",
+        "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
+        "alias_of_item_id": ["item_id_list"],
+        "benchmark_filename": ["train", "valid", "test"],
+        "text_fields": ["movie_title", "class"],
+        "llm_model": tiny_llm,
+        "llm_max_new_tokens": 6,
+        "prompt_max_items": 4,
+        "semantics_cache_dir": root + "/cache",
+        "semantics_dir": f"{root}/semantics-{form}",
+        "intent_form": form,
+        "show_progress": False,
+        "state": "ERROR",
+    }
+
+
+def dataset_of(root, tiny_llm, form, **extra):
+    config = Config(
+        model="LLM4SBR",
+        dataset="synth-session",
+        config_dict=dict(session_config(root, tiny_llm, form), **extra),
+    )
+    return config, create_dataset(config)
+
+
+def every_intent(dataset):
+    sessions = torch.arange(dataset.user_num)
+    return {view: dataset.intents(intent_field(view), sessions) for view in dataset.intent_views}
+
+
+def test_compact_and_dense_files_give_the_same_batches(session_root, tiny_llm):
+    dense_config, dense = dataset_of(session_root, tiny_llm, "dense")
+    compact_config, compact = dataset_of(session_root, tiny_llm, "compact")
+    name = "synth-session.intent"
+    assert compact.semantics_manifest["files"][name]["form"] == "compact"
+    assert dense.semantics_manifest["files"][name]["form"] == "dense"
+
+    want, got = every_intent(dense), every_intent(compact)
+    for view in dense.intent_views:
+        assert got[view].shape == want[view].shape == (dense.user_num, 384)
+        assert torch.allclose(got[view], want[view], atol=1e-5), view
+        assert got[view][1:].norm(dim=1).min() > 0  # every sample has an intent
+        assert (got[view][0] == 0).all()  # the padding session has none
+        assert torch.allclose(compact.mean_intents()[view], dense.mean_intents()[view], atol=1e-5)
+    # the intents differ between sessions, so equality above is not trivial
+    assert (want["long"][1:] - want["long"][1:].mean(dim=0)).abs().max() > 1e-3
+
+    # a batch carries the rebuilt vectors, as a dense file's batch does
+    compact_train, dense_train = compact.build()[0], dense.build()[0]
+    joined = compact_train.join(compact_train.inter_feat[:8])
+    plain = dense_train.join(dense_train.inter_feat[:8])
+    assert torch.allclose(joined["long_intent"], plain["long_intent"], atol=1e-5)
+
+    dense_size = os.path.getsize(files.file_path(dense_config, "intent"))
+    compact_size = os.path.getsize(files.file_path(compact_config, "intent"))
+    assert compact_size * 15 < dense_size, (compact_size, dense_size)
+
+
+def test_dense_files_made_before_the_compact_form_stay_readable(session_root, tiny_llm):
+    config, dense = dataset_of(session_root, tiny_llm, "dense")
+    path = files.manifest_path(config, "llm4sbr")
+    manifest = json.load(open(path))
+    del manifest["files"]["synth-session.intent"]["form"]  # as the format was before
+    manifest["settings"].pop("intent_form")
+    json.dump(manifest, open(path, "w"))
+    assert files.intent_form(config, manifest) == "dense"
+    files.attach_manifest(config, "llm4sbr", manifest)
+    from recbole_llm.data.dataset import LLM4SBRDataset
+
+    again = LLM4SBRDataset(config)
+    assert torch.equal(every_intent(again)["long"], every_intent(dense)["long"])
+
+
+def test_a_compact_file_with_a_wrong_row_names_it(session_root, tiny_llm, tmp_path):
+    import shutil
+
+    root = str(tmp_path / "data")
+    shutil.copytree(session_root, root)
+    config, _ = dataset_of(root, tiny_llm, "compact")
+    path = files.file_path(config, "intent")
+    lines = open(path).read().splitlines()
+    cells = lines[3].split("\t")
+    cells[1] = " ".join(cells[1].split()[:-1])  # one item fewer than weights
+    lines[3] = "\t".join(cells)
+    open(path, "w").write("\n".join(lines) + "\n")
+    manifest = json.load(open(files.manifest_path(config, "llm4sbr")))
+    manifest["files"]["synth-session.intent"]["sha256"] = files.file_sha256(path)
+    files.attach_manifest(config, "llm4sbr", manifest)
+    from recbole_llm.data.dataset import LLM4SBRDataset
+
+    with pytest.raises(files.SemanticsError, match="row 3: long_intent has 4 items and 5"):
+        LLM4SBRDataset(config)
+
+
+def test_compact_needs_localised_intents(session_root, tiny_llm):
+    with pytest.raises(files.SemanticsError, match="intent_topr: 0 .* set intent_form: dense"):
+        dataset_of(session_root, tiny_llm, "compact", intent_topr=0)
