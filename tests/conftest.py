@@ -10,11 +10,16 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import heartbeat  # noqa: E402
 from synthetic import write_synthetic_dataset  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LOAD_TIMES = {"inter": ["user_id", "item_id", "rating", "timestamp"]}
 SYNTH_TEXT = {"text_fields": ["movie_title", "class"], "category_field": "class"}
+
+
+def pytest_configure(config):
+    heartbeat.pytest_configure(config)
 
 
 @pytest.fixture(scope="session", autouse=True)
