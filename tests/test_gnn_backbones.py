@@ -290,15 +290,21 @@ def test_llm4sbr_trains_on_each_backbone(backbone, session_root, tiny_llm, tmp_p
             "short": (len(item_seq), 16),
             "long": (len(item_seq), 16),
         }
-        # with untrained fusion weights LLM4SBR scores with the backbone's own session vector
+        # with untrained fusion weights LLM4SBR scores as the backbone does (TAGNN's
+        # per-candidate term included) and its cross-entropy is the backbone's
         test_batch = next(iter(test))[0]
-        session = model.backbone.forward(test_batch["item_id_list"], test_batch["item_length"])
-        expected = session @ model.backbone.item_embedding.weight.T
+        expected = model.backbone.full_sort_predict(test_batch)
         assert torch.allclose(model.full_sort_predict(test_batch), expected, atol=1e-5)
+        torch.manual_seed(1)
+        own = model.backbone.calculate_loss(batch)
+        torch.manual_seed(1)
+        losses = model.calculate_loss(batch)
+        own = own if isinstance(own, tuple) else (own,)
+        assert torch.allclose(losses[0], own[0], atol=1e-5)
+        if backbone == "DHCN":  # its self-supervised loss of the same batch comes along
+            assert model.loss_names[-1] == "reg" and torch.allclose(losses[-1], own[1])
     model.train()
     losses = model.calculate_loss(batch)
-    if backbone == "DHCN":  # its self-supervised loss comes along, once per batch
-        assert model.loss_names[-1] == "reg" and model.backbone.extra_loss() is None
     assert all(torch.isfinite(loss) for loss in losses)
 
     result = run_recbole_llm(model="LLM4SBR", dataset="synth-session", config_dict=settings)

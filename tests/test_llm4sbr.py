@@ -11,7 +11,7 @@ from recbole_llm.data.utils import data_preparation
 from recbole_llm.quick_start import create_dataset, run_recbole_llm
 from recbole_llm.registry import get_model, get_trainer
 
-BACKBONES = ["SRGNN", "GRU4Rec", "SASRec", "NARM", "STAMP", "GCSAN"]
+BACKBONES = ["SRGNN", "GRU4Rec", "SASRec", "NARM", "STAMP", "GCSAN", "TAGNN", "GCEGNN", "DHCN"]
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +87,10 @@ def test_residual_fusion_starts_as_its_backbone(backbone, session_config):
     batch = next(iter(test))[0]
     with torch.no_grad():
         scores = model.full_sort_predict(batch)
+        # TAGNN's per-candidate term included: LLM4SBR-TAGNN scores exactly as TAGNN
         assert torch.allclose(scores, model.backbone.full_sort_predict(batch), atol=1e-5)
+        batch.interaction["item_id"] = torch.randint(1, model.n_items, (len(scores),))
+        assert torch.allclose(model.predict(batch), model.backbone.predict(batch), atol=1e-5)
         # intents enter through zero-initialised weights: none yet at the start ...
         batch.interaction["long_intent"] = batch["long_intent"].flip(0)
         assert torch.allclose(model.full_sort_predict(batch), scores, atol=1e-6)
@@ -96,7 +99,10 @@ def test_residual_fusion_starts_as_its_backbone(backbone, session_config):
     model.calculate_loss(next(iter(test))[0])[0].backward()
     assert model.intent_residual.weight.grad.abs().sum() > 0
     assert model.view_residual.weight.grad.abs().sum() > 0
-    assert model.gates["short"].weight.grad.abs().sum() > 0  # every backbone uses its local view
+    # each backbone's own vector uses its local view, but GCE-GNN's and DHCN's score with their
+    # global view alone: there the local view enters through W, zero at the start
+    gated = "long" if backbone in ("GCEGNN", "DHCN") else "short"
+    assert model.gates[gated].weight.grad.abs().sum() > 0
 
 
 def test_global_pool_softmax_is_a_weighted_mean_over_real_positions():

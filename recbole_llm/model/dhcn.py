@@ -95,8 +95,8 @@ class DHCN(SequentialRecommender):
     ``ssl_weight`` (the paper's beta), summed over the batch as in the official code.
 
     LLM4SBR's views: the last item's convolved embedding (local) and the hypergraph channel's
-    session embedding (global), which is the session vector itself; in training they also leave
-    the batch's self-supervised loss for LLM4SBR to add (:meth:`extra_loss`).
+    session embedding (global), which is the session vector itself; LLM4SBR adds the batch's
+    self-supervised loss (:meth:`extra_loss`) to its own.
     """
 
     input_type = InputType.POINTWISE
@@ -124,7 +124,6 @@ class DHCN(SequentialRecommender):
         self.glu1 = nn.Linear(size, size)
         self.glu2 = nn.Linear(size, size, bias=False)
         self._reset_parameters()
-        self._pending_ssl = None
 
     def _reset_parameters(self):
         # the official code's initialisation: every weight uniform in +-1/sqrt(d)
@@ -183,18 +182,18 @@ class DHCN(SequentialRecommender):
     def session_views(self, item_seq, item_seq_len):
         """LLM4SBR's views ``[B, d]``: the last item's convolved embedding (local) and the
         hypergraph channel's session embedding (global)."""
-        session, states, item_seq, mask = self._encode(
-            item_seq, item_seq_len, self.item_embedding.weight
-        )
-        if self.training and self.ssl_weight:
-            self._pending_ssl = self.ssl_weight * self.ssl_loss(session, item_seq, mask)
+        session, states, _, _ = self._encode(item_seq, item_seq_len, self.item_embedding.weight)
         return self.gather_indexes(states, item_seq_len - 1), session
 
-    def extra_loss(self):
-        """The weighted self-supervised loss of the batch the views were last computed for in
-        training (then forgotten), or None."""
-        loss, self._pending_ssl = self._pending_ssl, None
-        return loss
+    def extra_loss(self, interaction):
+        """The weighted self-supervised loss of a training batch (None when ``ssl_weight`` is
+        0): what a wrapper scoring with DHCN's views (LLM4SBR) adds to its loss."""
+        if not self.ssl_weight:
+            return None
+        session, _, item_seq, mask = self._encode(
+            interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], self.item_embedding.weight
+        )
+        return self.ssl_weight * self.ssl_loss(session, item_seq, mask)
 
     def session_vector(self, local, global_):
         """DHCN scores with the hypergraph channel's session embedding alone."""

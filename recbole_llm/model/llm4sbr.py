@@ -21,7 +21,12 @@ from recbole.utils import InputType
 from recbole_llm.fields import intent_field
 from recbole_llm.model.layers import config_choice
 from recbole_llm.model.lookup import get_model
-from recbole_llm.model.session_views import POOLS, SessionViews, backbone_regularization
+from recbole_llm.model.session_views import (
+    POOLS,
+    SessionViews,
+    backbone_regularization,
+    candidate_scores,
+)
 
 
 def alignment(x, y):
@@ -68,6 +73,10 @@ class LLM4SBR(SequentialRecommender):
     Controls that can fail (``intent_control``, at ``intent_control_phase``): every session gets
     the mean intent of the dataset (``mean``), or another session's intents (``shuffle``, a
     permutation within each batch). A gain counts for the LLM only where it beats these.
+
+    Scores are the session vector against the backbone's item table, plus the backbone's own
+    per-candidate term where it has one (TAGNN's target-aware attention, its
+    ``candidate_scores``), so the residual fusion starts exactly as every backbone scores.
 
     Ablations: ``alignment: False`` (no AU loss); intents made with ``intent_views: [normal]``
     (one view: the backbone's own session vector, gated by one overall intent); the semantic
@@ -214,15 +223,28 @@ class LLM4SBR(SequentialRecommender):
         total = sum(losses)
         return total / len(losses) if self.view_loss_reduction == "mean" else total
 
+    def _candidate_scores(self, interaction, items=None):
+        """The backbone's per-candidate term (TAGNN's target-aware attention), or None."""
+        return candidate_scores(
+            self.backbone, interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], items
+        )
+
+    def _all_scores(self, session, interaction):
+        """``[B, N]``: the session vectors against the item table, plus the backbone's
+        per-candidate term where it has one."""
+        scores = session @ self.backbone.item_embedding.weight.T
+        extra = self._candidate_scores(interaction)
+        return scores if extra is None else scores + extra
+
     def calculate_loss(self, interaction):
         views, intents = self._encode(interaction)
-        logits = self._fuse(views, intents) @ self.backbone.item_embedding.weight.T
+        logits = self._all_scores(self._fuse(views, intents), interaction)
         logits[:, 0] = float("-inf")  # the padding id is never a class
         losses, names = [F.cross_entropy(logits, interaction[self.POS_ITEM_ID])], ["rec"]
         if self.use_alignment and self.intent_loss_weight:
             losses.append(self.intent_loss_weight * self.alignment_uniformity(views, intents))
             names.append("align_uniformity")
-        regularization = backbone_regularization(self.backbone)
+        regularization = backbone_regularization(self.backbone, interaction)
         if regularization is not None:
             losses.append(regularization)
             names.append("reg")
@@ -231,10 +253,13 @@ class LLM4SBR(SequentialRecommender):
 
     def predict(self, interaction):
         session = self.forward(interaction)
-        return (session * self.backbone.item_embedding(interaction[self.ITEM_ID])).sum(dim=-1)
+        items = interaction[self.ITEM_ID]
+        scores = (session * self.backbone.item_embedding(items)).sum(dim=-1)
+        extra = self._candidate_scores(interaction, items)
+        return scores if extra is None else scores + extra
 
     def full_sort_predict(self, interaction):
-        return self.forward(interaction) @ self.backbone.item_embedding.weight.T
+        return self._all_scores(self.forward(interaction), interaction)
 
 
 def _xavier(module):

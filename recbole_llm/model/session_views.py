@@ -26,9 +26,10 @@ DHCN        last item's hypergraph-convolved embedding      hypergraph channel's
 Every view is computed from the backbone's own layers, so they keep training. Positions past a
 sequence's length are zeroed first, so padding never influences a view. A backbone of our own
 adds itself by defining ``session_views(item_seq, item_seq_len)`` (and optionally
-``session_vector(local, global_)``, and ``extra_loss()`` for a loss term of its own that its
-views leave in training, as DHCN's self-supervised loss): adding one is one file. TAGNN, GCEGNN
-and DHCN do so.
+``session_vector(local, global_)``; ``extra_loss(interaction)`` for a loss term of its own on a
+training batch, as DHCN's self-supervised loss; ``candidate_scores(item_seq, item_seq_len,
+items=None)`` for a score term per candidate item that no session vector carries, as TAGNN's
+target-aware attention): adding one is one file. TAGNN, GCEGNN and DHCN do so.
 
 **Soft-attention pooling** (SR-GNN's global view and the one added to GRU4Rec and SASRec) takes a
 softmax over the real positions before the weighted sum (``global_pool: softmax``), as the
@@ -205,12 +206,23 @@ class SessionViews(nn.Module):
         return COMBINE_FUNCTIONS[self.name](backbone, local, global_)
 
 
-def backbone_regularization(backbone):
-    """The backbone's own extra loss term, as its calculate_loss adds it (GC-SAN's embedding
-    regulariser; ``extra_loss()`` of a backbone that defines it, such as DHCN's self-supervised
-    loss of the batch its views were just computed for); None for the others."""
+def backbone_regularization(backbone, interaction):
+    """The backbone's own extra loss term for a training batch, as its calculate_loss adds it
+    (GC-SAN's embedding regulariser; ``extra_loss(interaction)`` of a backbone that defines it,
+    such as DHCN's self-supervised loss); None for the others."""
     if type(backbone).__name__ == "GCSAN" and backbone.reg_weight:
         return backbone.reg_weight * backbone.reg_loss(backbone.item_embedding.weight)
     if hasattr(backbone, "extra_loss"):
-        return backbone.extra_loss()
+        return backbone.extra_loss(interaction)
     return None
+
+
+def candidate_scores(backbone, item_seq, item_seq_len, items=None):
+    """A backbone's scores that no single session vector carries (TAGNN's target-aware term
+    ``s_t,i^T v_i``), from its ``candidate_scores`` hook: ``[B, N]``, or ``[B]`` for ``items``;
+    None for backbones without one. Padding is zeroed first, as for the views."""
+    hook = getattr(backbone, "candidate_scores", None)
+    if hook is None:
+        return None
+    item_seq = item_seq.masked_fill(~_mask(item_seq, item_seq_len), 0)
+    return hook(item_seq, item_seq_len) if items is None else hook(item_seq, item_seq_len, items)

@@ -43,8 +43,9 @@ class TAGNN(SequentialRecommender):
     two parts). Ranking all items costs ``[B, L, N]`` per batch; it runs in blocks.
 
     LLM4SBR's views (``session_views``) are ``s_l`` (local) and ``s_g`` (global), and its session
-    vector is ``s_h``: LLM4SBR scores one vector per session, so the per-candidate term is not
-    part of LLM4SBR-TAGNN's scores.
+    vector is ``s_h``; LLM4SBR scores its fused vector against the item table and adds the
+    per-candidate term ``s_t,i^T v_i`` (:meth:`candidate_scores`), so LLM4SBR-TAGNN starts as
+    TAGNN.
     """
 
     input_type = InputType.POINTWISE
@@ -101,31 +102,53 @@ class TAGNN(SequentialRecommender):
         """The target-independent session vectors ``s_h`` ``[B, d]``."""
         return self.session_vector(*self.session_views(item_seq, item_seq_len))
 
-    def _all_scores(self, item_seq, item_seq_len):
+    def _target_scores(self, states, mask, items=None):
+        """The target-aware term ``s_t,i^T v_i``: ``[B, N]`` for every item, or ``[B]`` for
+        one item per session (``items`` ``[B]``)."""
+        if items is None:
+            table = self.item_embedding.weight
+            attention = self.linear_target(states) @ table.T  # [B, L', N]: v_i^T W h_j
+            beta = masked_softmax(attention, mask.unsqueeze(-1), dim=1)
+            return (beta * (states @ table.T)).sum(dim=1)
+        item = self.item_embedding(items).unsqueeze(1)  # [B, 1, d]
+        attention = (self.linear_target(states) * item).sum(dim=-1)  # [B, L']
+        beta = masked_softmax(attention, mask, dim=1)
+        return (beta * (states * item).sum(dim=-1)).sum(dim=1)
+
+    def _block_rows(self, item_seq_len):
+        """Sessions per block when ranking all items (``[B, L', N]`` entries per block)."""
+        return max(1, SCORE_BLOCK // (max(int(item_seq_len.max()), 1) * self.n_items))
+
+    def candidate_scores(self, item_seq, item_seq_len, items=None):
+        """The per-candidate term ``s_t,i^T v_i`` alone: ``[B, N]`` for every item (in blocks),
+        or ``[B]`` for ``items`` ``[B]``. A wrapper that scores one session vector against the
+        item table (LLM4SBR) adds it to its scores."""
+
+        def term(item_seq, item_seq_len, *chosen):
+            states, mask = self._node_states(item_seq, item_seq_len)
+            return self._target_scores(states, mask, *chosen)
+
+        if items is not None:
+            return term(item_seq, item_seq_len, items)
+        return in_chunks(term, self._block_rows(item_seq_len), item_seq, item_seq_len)
+
+    def _scores(self, item_seq, item_seq_len, items=None):
         states, mask = self._node_states(item_seq, item_seq_len)
         session = self.session_vector(*self._views(states, mask, item_seq_len))
-        table = self.item_embedding.weight
-        attention = self.linear_target(states) @ table.T  # [B, L', N]: v_i^T W h_j
-        beta = masked_softmax(attention, mask.unsqueeze(-1), dim=1)
-        target = (beta * (states @ table.T)).sum(dim=1)  # s_t,i^T v_i
-        return session @ table.T + target
+        if items is None:
+            return session @ self.item_embedding.weight.T + self._target_scores(states, mask)
+        item_part = (session * self.item_embedding(items)).sum(dim=-1)
+        return item_part + self._target_scores(states, mask, items)
 
     def calculate_loss(self, interaction):
-        logits = self._all_scores(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
+        logits = self._scores(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         logits[:, 0] = float("-inf")  # the padding id is never a class
         return F.cross_entropy(logits, interaction[self.POS_ITEM_ID])
 
     def predict(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        states, mask = self._node_states(item_seq, item_seq_len)
-        session = self.session_vector(*self._views(states, mask, item_seq_len))
-        item = self.item_embedding(interaction[self.ITEM_ID]).unsqueeze(1)  # [B, 1, d]
-        attention = (self.linear_target(states) * item).sum(dim=-1)  # [B, L']
-        beta = masked_softmax(attention, mask, dim=1)
-        target = (beta * (states * item).sum(dim=-1)).sum(dim=1)
-        return (session * item.squeeze(1)).sum(dim=-1) + target
+        return self._scores(item_seq, item_seq_len, interaction[self.ITEM_ID])
 
     def full_sort_predict(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
-        rows = max(1, SCORE_BLOCK // (max(int(item_seq_len.max()), 1) * self.n_items))
-        return in_chunks(self._all_scores, rows, item_seq, item_seq_len)
+        return in_chunks(self._scores, self._block_rows(item_seq_len), item_seq, item_seq_len)
