@@ -61,7 +61,7 @@ FALLBACK_DATASET = "ml-100k"
 # Our keys that hold lists of names. RecBole keeps a command-line value such as
 # ``--intent_views=[normal]`` as the string "[normal]" (it is not a Python literal); these are
 # read back as lists of names so that users need not quote every element.
-NAME_LIST_KEYS = ("text_fields", "llm_reply_files", "intent_views")
+NAME_LIST_KEYS = keys.NAME_LIST_KEYS
 
 
 def _read_yaml(path, loader):

@@ -16,17 +16,11 @@ from recbole_llm.model.layers import config_choice
 from recbole_llm.model.lookup import closest_names
 from recbole_llm.semantics.files import semantics_dir
 
-#: RecBole keys that must be numbers. RecBole keeps ``--epochs=abc`` as the string "abc" and
-#: fails only deep inside training; these are checked when the config is built.
+#: RecBole keys that must be numbers (:data:`recbole_llm.keys.NUMBER`). RecBole keeps
+#: ``--epochs=abc`` as the string "abc" and fails only deep inside training; these are checked
+#: when the config is built.
 NUMBER_KEYS = {
-    "epochs": int,
-    "train_batch_size": int,
-    "eval_batch_size": int,
-    "stopping_step": int,
-    "eval_step": int,
-    "seed": int,
-    "learning_rate": float,
-    "weight_decay": float,
+    key: int if keys.KEYS[key].type == "int" else float for key in keys.with_role(keys.NUMBER)
 }
 
 
@@ -108,8 +102,9 @@ class ConfigChecks:
 
     def _check_choices(self):
         """Fail now, naming the key and the allowed values, if a choice key has another value:
-        the semantic step's keys and those the model (and its backbone) declare."""
-        choices = dict(keys.SEMANTIC_CHOICES)
+        our keys' (:data:`recbole_llm.keys.CHOICES`) and those the model (and its backbone)
+        declare."""
+        choices = dict(keys.CHOICES)
         for model_class in (self.backbone_class, self.model_class):
             choices.update(getattr(model_class, "config_choices", None) or {})
         for key, allowed in choices.items():

@@ -13,10 +13,9 @@ import sys
 
 import yaml
 
-from recbole_llm import __version__
+from recbole_llm import __version__, keys
 from recbole_llm.config import Config
 from recbole_llm.errors import UserError, yaml_problem
-from recbole_llm.keys import VOLATILE_KEYS
 from recbole_llm.paths import runs_dir
 from recbole_llm.utils import atomic_write
 
@@ -129,26 +128,10 @@ def shared_config(suite):
 
 
 #: Keys added after runs were committed, at the value that computes exactly what those runs
-#: computed: left out of a run's identity at that value, so the committed rows stay current.
-#: (Issue 20 changed LLM4SBR's and EIMF's defaults; the suites measured before it pin these
-#: values in their ``config``, which reproduces their rows bit for bit.)
-NEUTRAL_VALUES = {
-    "mask_history": False,
-    "fusion": "paper",
-    "global_pool": "sum",
-    "intent_control": "none",
-    "intent_control_phase": "both",
-    "multi_positive": False,
-    "semantic_targets": "text",
-    "semantic_control": "none",
-    "llm_max_failure_ratio": 0.0,
-    # the only form before compact intents existed; compact rebuilds the same vectors to
-    # float rounding, which a training run can amplify, so it is a run of its own
-    "intent_form": "dense",
-}
-#: Keys added after runs were committed that only one model reads: left out of every other
-#: model's identity, whatever their value.
-ONLY_FOR = {"intent_form": "LLM4SBR"}
+#: computed, and keys only one model reads: both left out of a run's identity, so the
+#: committed rows stay current (declared in :data:`recbole_llm.keys.KEYS`).
+NEUTRAL_VALUES = keys.NEUTRAL_VALUES
+ONLY_FOR = keys.ONLY_FOR
 _NO_VALUE = object()
 
 _resolved = {}
@@ -171,7 +154,7 @@ def _resolve(model, dataset, config_dict):
     return {
         k: v
         for k, v in config.final_config_dict.items()
-        if k not in VOLATILE_KEYS
+        if k not in keys.VOLATILE_KEYS
         and NEUTRAL_VALUES.get(k, _NO_VALUE) != v
         and ONLY_FOR.get(k, model) == model
     }

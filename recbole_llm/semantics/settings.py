@@ -7,54 +7,19 @@ configures them, which every "missing or stale semantics" message ends with.
 
 import shlex
 
+from recbole_llm import keys
 from recbole_llm.semantics import prompts
 from recbole_llm.semantics.models import model_identity
 from recbole_llm.semantics.parsing import PARSER_VERSION
 
-KINDS = ("eimf", "llm4sbr")
+KINDS = (keys.EIMF, keys.LLM4SBR)
 
-#: Config keys that change what each pipeline produces (besides the input files' hashes).
-#: Not ``llm_backend``: the LLM enters as its identity (``llm_identity``: the weights' hash or
-#: the served name), as in the reply cache, so files made with llama.cpp serve a transformers
-#: run of the same weights instead of counting as stale.
-COMMON_KEYS = [
-    "text_fields",
-    "llm_model",
-    "llm_max_new_tokens",
-    "llm_repetition_penalty",
-    "encoder_model",
-    "prompt_max_items",
-]
-SETTING_KEYS = {
-    "eimf": COMMON_KEYS
-    + [
-        "item_noun",
-        "item_verb",
-        "category_field",
-        "typical_selection",
-        "typical_ratio",
-        "ap_max_users",
-        "max_interests",
-        "interest_source",
-        "interest_fallback",
-        "typical_assignment",
-        "semantics_seed",
-        "eval_args",
-        "user_inter_num_interval",
-        "item_inter_num_interval",
-        "rm_dup_inter",
-        "val_interval",
-    ],
-    "llm4sbr": COMMON_KEYS
-    + [
-        "intent_views",
-        "intent_source",
-        "intent_topr",
-        "intent_aggregation",
-        "intent_form",
-        "benchmark_filename",
-    ],
-}
+#: Config keys that change what each pipeline produces (besides the input files' hashes): the
+#: keys :data:`recbole_llm.keys.KEYS` gives the pipeline's role. Not ``llm_backend``: the LLM
+#: enters as its identity (``llm_identity``: the weights' hash or the served name), as in the
+#: reply cache, so files made with llama.cpp serve a transformers run of the same weights
+#: instead of counting as stale.
+SETTING_KEYS = {kind: keys.with_role(kind) for kind in KINDS}
 
 
 def settings(config, kind):
@@ -74,50 +39,11 @@ def needs_llm(config, kind):
 
 #: settings that select *which* semantics a run reads, with their defaults: the command that
 #: creates missing semantics repeats the ones a run changed, so it makes the files that run reads
-SELECTING_KEYS = {
-    "semantics_dir": None,
-    "llm_model": "SmolLM2-135M-Instruct",
-    "interest_source": "llm",
-    "typical_assignment": "cluster",
-    "intent_source": "llm",
-}
+SELECTING_KEYS = {key: keys.default(key) for key in keys.with_role(keys.SELECTING)}
 
 #: Besides :data:`SETTING_KEYS`, what the semantic step reads: where the data and caches are,
 #: how it reaches its LLM, and RecBole's dataset settings (which rows, fields and splits).
-STEP_KEYS = [
-    "data_path",
-    "semantics_dir",
-    "semantics_cache_dir",
-    "llm_backend",
-    "llm_base_url",
-    "llm_api_key_env",  # the name of a variable, never a key
-    "llm_reply_files",
-    "llm_timeout",
-    "llm_max_retries",
-    "llm_backoff",
-    "llm_backoff_max",
-    "llm_concurrency",
-    "llm_max_failure_ratio",
-    "llm_batch_size",
-    "llm_threads",
-    "encoder_batch_size",
-    "encoding",
-    "field_separator",
-    "seq_separator",
-    "USER_ID_FIELD",
-    "ITEM_ID_FIELD",
-    "RATING_FIELD",
-    "TIME_FIELD",
-    "load_col",
-    "unload_col",
-    "unused_col",
-    "filter_inter_by_user_or_item",
-    "alias_of_user_id",
-    "alias_of_item_id",
-    "MAX_ITEM_LIST_LENGTH",
-    "ITEM_LIST_LENGTH_FIELD",
-    "LIST_SUFFIX",
-]
+STEP_KEYS = keys.with_role(keys.STEP)
 
 
 def _flag(key, value):
