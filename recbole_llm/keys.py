@@ -125,6 +125,7 @@ S = (EIMF, LLM4SBR)  # a setting of both semantic pipelines
 LLM_BACKENDS = ("transformers", "openai", "llama_cpp", "batch")
 ASSIGNMENTS = ("cluster", "shuffled")
 DENSE = {"neutral": "dense", "only_for": "LLM4SBR"}
+PROTOCOLS = ("recbole", "comirec")
 
 #: Every key of ours and every RecBole key we classify, by name, in ``overall.yaml``'s order.
 KEYS = _table(
@@ -134,6 +135,8 @@ KEYS = _table(
     ours("dataset_class", "str", None, DATASET),
     ours("trainer_class", "str", None),
     ours("mask_history", "bool", False, neutral=False),
+    ours("eval_protocol", "str", "recbole", DATASET, choices=PROTOCOLS, neutral="recbole"),
+    ours("test_every_epoch", "bool", False, neutral=False),
     ours("training_state_file", "str", None, VOLATILE),
     ours("strict_keys", "bool", True, VOLATILE),
     ours("trust_checkpoint", "bool", False, VOLATILE),
@@ -224,7 +227,7 @@ KEYS = _table(
     recbole("filter_inter_by_user_or_item alias_of_user_id alias_of_item_id", STEP),
     recbole("ITEM_LIST_LENGTH_FIELD LIST_SUFFIX", STEP),
 )
-del S, ASSIGNMENTS, DENSE
+del S, ASSIGNMENTS, DENSE, PROTOCOLS
 
 
 def with_role(role):
@@ -247,7 +250,7 @@ def default(name):
 #: Allowed values of our overall keys (the backends read ``llm_backend``'s from here); a model's
 #: own are its class's ``config_choices``.
 CHOICES = {name: key.choices for name, key in KEYS.items() if key.choices}
-SEMANTIC_CHOICES = CHOICES  # its old name
+SEMANTIC_CHOICES = CHOICES  # its name before eval_protocol, the first choice outside the step
 #: Our keys that change what a dataset contains (see :data:`DATASET`).
 DATASET_ARGUMENTS = with_role(DATASET)
 #: Keys that say where or how verbosely a run happens, not what it computes.

@@ -8,6 +8,7 @@
   (every function above builds its dataset so; a Dataset constructor never runs an LLM).
 """
 
+import json
 import logging
 import os
 import sys
@@ -20,10 +21,12 @@ from recbole.utils import get_environment, get_flops, init_logger, init_seed, se
 from recbole_llm import compat, registry
 from recbole_llm.config import Config, restore_config
 from recbole_llm.data.checks import check_atomic_files
+from recbole_llm.data.evaluation import protocol_of
 from recbole_llm.data.prepare import ensure_dataset
 from recbole_llm.data.utils import build_dataset, data_preparation
 from recbole_llm.errors import UserError
 from recbole_llm.semantic_step import prepare_semantics, run_pipeline
+from recbole_llm.utils import atomic_write
 
 
 def make_output_dirs(config):
@@ -37,7 +40,9 @@ def create_dataset(config):
     """The dataset a config describes, as RecBole's ``create_dataset`` builds it: a known
     dataset missing from the data root is prepared, the atomic files are checked, the semantic
     files the model needs are made or checked (:func:`recbole_llm.semantic_step.prepare_semantics`),
-    then the dataset is built, or a still valid pickle of it reused."""
+    then the dataset is built, or a still valid pickle of it reused. An ``eval_protocol`` the
+    run cannot use fails first."""
+    protocol_of(config)
     ensure_dataset(config)
     check_atomic_files(config)
     prepare_semantics(config)
@@ -71,8 +76,14 @@ def train_and_test(config, saved=True, verbose=True):
         flops = get_flops(model, dataset, config["device"], logger, construct_transform(config))
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
+    epoch_tests = EpochTests(config, trainer, test_data) if config["test_every_epoch"] else None
     best_valid_score, best_valid_result = trainer.fit(
-        train_data, valid_data, verbose=verbose, saved=saved, show_progress=config["show_progress"]
+        train_data,
+        valid_data,
+        verbose=verbose,
+        saved=saved,
+        show_progress=config["show_progress"],
+        callback_fn=epoch_tests,
     )
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]
@@ -83,7 +94,39 @@ def train_and_test(config, saved=True, verbose=True):
         "best_valid_result": best_valid_result,
         "test_result": test_result,
     }
+    if epoch_tests is not None:
+        trainer.epoch_test_results = result["epoch_test_results"] = epoch_tests.results
     return result, trainer, test_data
+
+
+class EpochTests:
+    """``test_every_epoch``: after each validation, the test metrics of the model as it is then
+    (``results``: ``[{"epoch": e, "valid_score": v, "ndcg@10": ...}, ...]``), for LLM4SBR's
+    paper mode, which reports the best test value of each metric over epochs: a selection on
+    test, never used to pick a checkpoint here. The trainer's callback after each validation;
+    with a ``training_state_file`` the results are kept beside it (written before the state),
+    so a resumed run keeps the epochs it had evaluated."""
+
+    def __init__(self, config, trainer, test_data):
+        self.trainer, self.test_data = trainer, test_data
+        self.show_progress = config["show_progress"]
+        state_file = config["training_state_file"]
+        self.path = f"{state_file}.epoch_tests.json" if state_file else None
+        self.results = []
+        if self.path and os.path.exists(state_file) and os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                self.results = json.load(f)
+
+    def __call__(self, epoch_idx, valid_score):
+        result = self.trainer.evaluate(
+            self.test_data, load_best_model=False, show_progress=self.show_progress
+        )
+        # a resumed run repeats no epoch; the file may hold one its state had not recorded
+        self.results = [r for r in self.results if r["epoch"] < epoch_idx]
+        tested = {k: float(v) for k, v in result.items()}
+        self.results.append({"epoch": epoch_idx, "valid_score": float(valid_score), **tested})
+        if self.path:
+            atomic_write(self.path, lambda f: json.dump(self.results, f))
 
 
 def run_recbole_llm(

@@ -259,7 +259,7 @@ class CompatTrainerMixin(ResumableStateMixin):
         RecBole's keys (``ndcg@10``), and a copy of it with the row's history items set to
         ``-inf`` is evaluated under ``masked_`` keys (``masked_ndcg@10``; ``valid_metric`` may
         name one). A row's history is what the loader's
-        :class:`~recbole_llm.data.utils.EvalHistory` holds: for sequential models every item
+        :class:`~recbole_llm.data.evaluation.EvalHistory` holds: for sequential models every item
         the user (for session data, the session) had before the target, however long ago; for
         general models the user's items in the earlier splits, which RecBole already masks
         unless ``repeatable`` is on (there the masked keys repeat the unmasked values). A

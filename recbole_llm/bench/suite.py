@@ -97,6 +97,15 @@ def load_suite(path):
             f"Suite '{path}': paired comparisons need per-user results, which runs keep for the "
             "test set only; a report with split: valid cannot have comparisons"
         )
+    # LLM4SBR's paper mode: each metric's best test value over epochs (needs test_every_epoch)
+    report.setdefault("paper_mode", False)
+    if report["paper_mode"] not in (True, False) or (
+        report["paper_mode"] and report["split"] != "test"
+    ):
+        raise SuiteError(
+            f"Suite '{path}': report.paper_mode must be True or False, and needs split: test "
+            f"(it reports test values), got {report['paper_mode']!r} with split {report['split']}"
+        )
     suite["report"] = report
     # rows live in one folder for all suites (default: runs/ beside the report)
     results_dir = suite.get("results_dir") or os.path.join(

@@ -83,6 +83,12 @@ def execute(spec, data_path=None, workdir=None):
             # epochs at which an interrupted run resumed; wall_seconds is the last process's
             "resumed_at": list(trainer.resumed_at),
             "test_eval_seconds": trainer.eval_seconds,
+            # test_every_epoch (LLM4SBR's paper mode): each validated epoch's test metrics
+            **(
+                {"epoch_test": result["epoch_test_results"]}
+                if "epoch_test_results" in result
+                else {}
+            ),
             "wall_seconds": wall,
             "versions": {"python": platform.python_version(), "torch": torch.__version__},
             "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
