@@ -39,6 +39,21 @@ match, ignoring extension keys                size and modification time.
 ``kgat.py``, ``kgin.py:356``,                  ``A._update(data_dict)``, an unchecked bulk
 ``mcclk.py:425``) call ``dok_matrix._update``  ``dict.update`` of the matrix's entries; ours is
                                                the same update of today's ``_dict`` storage.
+``model/sequential_recommender/sasrecf.py``   :func:`fix_feature_models`, applied by the entry
+``:45-52`` counts ``dataset.num(field)``      points after building a model, rebuilds SASRecF's
+features for a float_seq field, where         ``concat_layer`` at the width of the features its
+``FeatureSeqEmbLayer`` gives one: its         layer embeds; a float_seq item feature (the item
+``concat_layer`` has the wrong width; and     text vectors, ``item_text_source``) then trains.
+``:99`` (also GRU4RecF, FDSA) names the       It drops submodules from ``other_parameter_name``
+``feature_embed_layer`` module in             (their weights are in the state dict), so these
+``other_parameter_name``: pickled into        checkpoints load safely.
+every checkpoint
+``data/dataset/dataset.py:803-815`` gives     :class:`recbole_llm.data.item_text.ItemTextDataset`
+every element of a numerical float_seq the    stores the item text vectors with index ``j + 1``
+index 1 (the vector enters as its mean), and  for element ``j`` (the embedding layer's table is
+``:365-383`` never joins                      then a linear map of the whole vector) and joins
+``additional_feat_suffix`` features into the  them into the item features itself.
+item features
 ``model/general_recommender/pop.py:33``       :class:`recbole_llm.model.pop.Pop` (found before
 counts ``item_cnt[item] += 1`` by index       RecBole's by our registry) counts each positive
 assignment (once per batch, however often     training interaction once.
@@ -91,6 +106,39 @@ def _restore_dok_update():
     dok = scipy.sparse.dok_matrix
     if not hasattr(dok, "_update") and hasattr(dok((1, 1)), "_dict"):
         dok._update = _dok_update
+
+
+def fix_feature_models(model):
+    """Fixes for RecBole's feature-aware models, applied right after one is built:
+
+    - a submodule named in ``other_parameter_name`` (SASRecF, GRU4RecF, FDSA name their
+      ``feature_embed_layer``: ``sasrecf.py:99``) is pickled whole into every checkpoint, so
+      a safe load refuses it; its weights are in the state dict and the model builds the module
+      itself, so it is dropped from that list;
+    - SASRecF sizes ``concat_layer`` for ``1 + sum(dataset.num(field))`` embeddings of a
+      float_seq field (``sasrecf.py:45-52``), but its ``FeatureSeqEmbLayer`` gives one per
+      selected field: the layer is rebuilt at the width it is fed (initialised as SASRecF
+      initialises its layers; without a float_seq feature nothing changes).
+
+    Returns True if SASRecF's layer was rebuilt."""
+    from recbole.model.sequential_recommender.sasrecf import SASRecF
+    from torch import nn
+
+    names = getattr(model, "other_parameter_name", None)
+    if names:
+        model.other_parameter_name = [
+            name for name in names if not isinstance(getattr(model, name, None), nn.Module)
+        ]
+    if not isinstance(model, SASRecF):
+        return False
+    fields = sum(model.feature_embed_layer.num_feature_field.values())
+    width = model.hidden_size * (1 + fields)
+    old = model.concat_layer
+    if old.in_features == width:
+        return False
+    model.concat_layer = nn.Linear(width, model.hidden_size).to(old.weight.device)
+    model._init_weights(model.concat_layer)
+    return True
 
 
 #: Suffix of the checksum file beside each checkpoint and training state.

@@ -126,6 +126,7 @@ LLM_BACKENDS = ("transformers", "openai", "llama_cpp", "batch")
 ASSIGNMENTS = ("cluster", "shuffled")
 DENSE = {"neutral": "dense", "only_for": "LLM4SBR"}
 PROTOCOLS = ("recbole", "comirec")
+TEXT_SOURCES, TEXT_INITS = ("none", "eimf", "llm4sbr"), ("none", "pca", "random")
 
 #: Every key of ours and every RecBole key we classify, by name, in ``overall.yaml``'s order.
 KEYS = _table(
@@ -137,6 +138,8 @@ KEYS = _table(
     ours("mask_history", "bool", False, neutral=False),
     ours("eval_protocol", "str", "recbole", DATASET, choices=PROTOCOLS, neutral="recbole"),
     ours("test_every_epoch", "bool", False, neutral=False),
+    ours("item_text_source", "str", "none", DATASET, choices=TEXT_SOURCES, neutral="none"),
+    ours("item_text_init", "str", "none", choices=TEXT_INITS, neutral="none"),
     ours("training_state_file", "str", None, VOLATILE),
     ours("strict_keys", "bool", True, VOLATILE),
     ours("trust_checkpoint", "bool", False, VOLATILE),
@@ -227,7 +230,7 @@ KEYS = _table(
     recbole("filter_inter_by_user_or_item alias_of_user_id alias_of_item_id", STEP),
     recbole("ITEM_LIST_LENGTH_FIELD LIST_SUFFIX", STEP),
 )
-del S, ASSIGNMENTS, DENSE, PROTOCOLS
+del S, ASSIGNMENTS, DENSE, PROTOCOLS, TEXT_SOURCES, TEXT_INITS
 
 
 def with_role(role):

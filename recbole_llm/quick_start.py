@@ -5,7 +5,8 @@
 - :func:`objective_function`: the target for RecBole's ``HyperTuning``.
 - :func:`load_data_and_model`: reload any checkpoint our entry points wrote.
 - :func:`create_dataset`: the dataset of a config, its semantic files made or checked first
-  (every function above builds its dataset so; a Dataset constructor never runs an LLM).
+  (every function above builds its dataset so; a Dataset constructor never runs an LLM);
+  :func:`build_model`: its model, with the text-aware baselines' item-text initialisation.
 """
 
 import json
@@ -22,6 +23,7 @@ from recbole_llm import compat, registry
 from recbole_llm.config import Config, restore_config
 from recbole_llm.data.checks import check_atomic_files
 from recbole_llm.data.evaluation import protocol_of
+from recbole_llm.data.item_text import ItemTextDataset, init_item_embeddings, item_text_source
 from recbole_llm.data.prepare import ensure_dataset
 from recbole_llm.data.utils import build_dataset, data_preparation
 from recbole_llm.errors import UserError
@@ -43,10 +45,28 @@ def create_dataset(config):
     then the dataset is built, or a still valid pickle of it reused. An ``eval_protocol`` the
     run cannot use fails first."""
     protocol_of(config)
+    text_source = item_text_source(config)
     ensure_dataset(config)
     check_atomic_files(config)
     prepare_semantics(config)
-    return build_dataset(config, registry.get_dataset_class(config))
+    dataset_class = registry.get_dataset_class(config)
+    if text_source != "none" and not config["dataset_class"]:
+        dataset_class = ItemTextDataset  # a text-aware baseline: EIMF's or LLM4SBR's item text
+    return build_dataset(config, dataset_class)
+
+
+def build_model(config, dataset, checkpoint=False):
+    """The config's model on ``dataset`` (a training split), with RecBole's feature-aware
+    models fixed (:func:`recbole_llm.compat.fix_feature_models`) and, unless a ``checkpoint``
+    will be loaded into it, its item embeddings initialised from item text (``item_text_init``:
+    :func:`recbole_llm.data.item_text.init_item_embeddings`)."""
+    model = registry.get_model(config["model"])(config, dataset).to(config["device"])
+    compat.fix_feature_models(model)
+    method = config["item_text_init"] or "none"
+    if method != "none" and not checkpoint:
+        init_item_embeddings(model, dataset.item_text_matrix(), method, config["seed"])
+        getLogger().info(f"item embeddings initialised from item text ({method} projection)")
+    return model
 
 
 def _build(config):
@@ -54,7 +74,7 @@ def _build(config):
     dataset = create_dataset(config)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"] + config["local_rank"], config["reproducibility"])
-    model = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data._dataset)
     trainer = registry.get_trainer(config["MODEL_TYPE"], config["model"], config["trainer_class"])(
         config, model
     )
@@ -334,7 +354,7 @@ def load_data_and_model(model_file, config_dict=None, trust_checkpoint=False):
     logger.info(dataset)
     train_data, valid_data, test_data = data_preparation(config, dataset)
     init_seed(config["seed"], config["reproducibility"])
-    model = registry.get_model(config["model"])(config, train_data._dataset).to(config["device"])
+    model = build_model(config, train_data._dataset, checkpoint=True)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))
     model.eval()
