@@ -19,6 +19,7 @@ dataloaders call for training and evaluation batches alike.
   item-text table (an ``embedding_bag``), so memory grows with ``intent_topr``, not ``D``.
 """
 
+import itertools
 from logging import getLogger
 
 import numpy as np
@@ -32,17 +33,46 @@ from recbole_llm.semantics import files
 from recbole_llm.semantics.files import SemanticsError
 
 
+def _unknown(dataset, field, count, example, path):
+    return SemanticsError(
+        f"'{path}' names {count} {field} values unknown to dataset "
+        f"'{dataset.dataset_name}' (e.g. '{example}'); it was made for other data. "
+        "Regenerate the semantics."
+    )
+
+
 def _ids(dataset, field, tokens, path):
     """Internal ids of raw tokens of ``field``; an unknown token is an error naming the file."""
     mapping = dataset.field2token_id[field]
-    unknown = [t for t in tokens if t not in mapping]
-    if unknown:
-        raise SemanticsError(
-            f"'{path}' names {len(unknown)} {field} values unknown to dataset "
-            f"'{dataset.dataset_name}' (e.g. '{unknown[0]}'); it was made for other data. "
-            "Regenerate the semantics."
+    try:
+        return np.fromiter(map(mapping.__getitem__, tokens), dtype=np.int64, count=len(tokens))
+    except KeyError:
+        unknown = [t for t in tokens if t not in mapping]
+        raise _unknown(dataset, field, len(unknown), unknown[0], path) from None
+
+
+class _Lookup:
+    """Token ids a block at a time (-1 for an unknown token), counting the unknown ones so
+    that the error, raised once the whole file is read, is :func:`_ids`' for the whole file."""
+
+    def __init__(self, dataset, field, path):
+        self.dataset, self.field, self.path = dataset, field, path
+        self.mapping = dataset.field2token_id[field]
+        self.unknown, self.example = 0, None
+
+    def __call__(self, tokens):
+        ids = np.fromiter(
+            map(self.mapping.get, tokens, itertools.repeat(-1)), dtype=np.int64, count=len(tokens)
         )
-    return np.array([mapping[t] for t in tokens], dtype=np.int64)
+        missing = np.flatnonzero(ids < 0)
+        if len(missing) and self.example is None:
+            self.example = tokens[missing[0]]
+        self.unknown += len(missing)
+        return ids
+
+    def check(self):
+        if self.unknown:
+            raise _unknown(self.dataset, self.field, self.unknown, self.example, self.path)
 
 
 def _require_every_id(dataset, field, ids, path, what):
@@ -59,14 +89,77 @@ def _require_every_id(dataset, field, ids, path, what):
 
 def _item_text(dataset, manifest):
     path = files.file_path(dataset.config, "itemtext")
-    table = files.read_table(path, "itemtext")
     dim = manifest["dimensions"]["text"]
-    vectors = files.stack_vectors(path, "item_text", table["item_text"], dim)
-    ids = _ids(dataset, dataset.iid_field, table["iid"], path)
+    tokens, vectors = files.read_vectors(path, "itemtext", "iid", "item_text", dim)
+    ids = _ids(dataset, dataset.iid_field, tokens, path)
     matrix = np.zeros((dataset.item_num, dim), dtype=np.float32)
     matrix[ids] = vectors
     _require_every_id(dataset, dataset.iid_field, ids, path, "text vector")
     return torch.from_numpy(matrix)
+
+
+def _read_tokens(path, expected):
+    """``{column: list}`` of a file of token columns, read with :func:`files.read_columns`."""
+    names = [h.split(":")[0] for h in files.HEADERS[expected]]
+    table = {name: [] for name in names}
+    for block in files.read_columns(path, expected):
+        for name in names:
+            table[name] += block[name]
+    return table
+
+
+class _CompactView:
+    """One view of a compact ``.intent`` file, filled a block at a time: ``[S, r]`` item ids
+    and weights; the checks of reading it whole (row widths, unknown items, NaN) are kept
+    until :meth:`tables`, so that a broken file fails as it did when read whole."""
+
+    def __init__(self, dataset, path, column):
+        self.dataset, self.path, self.column = dataset, path, column
+        self.items_of = _Lookup(dataset, dataset.iid_field, path)
+        self.width, self.items, self.weights = None, None, None
+        self.bad, self.not_finite = None, None  # the first row of each problem
+
+    def add(self, block, ids, first_row):
+        """Add a block whose first row is ``first_row``; ``ids``: its samples' ids (None when
+        one is unknown: the file is rejected)."""
+        tokens, token_lengths = block[f"{self.column}_items"]
+        weights, weight_lengths = block[f"{self.column}_weights"]
+        if self.width is None:
+            self.width = int(token_lengths[0])
+            shape = (self.dataset.user_num, self.width)
+            self.items, self.weights = torch.zeros(shape, dtype=torch.long), torch.zeros(shape)
+        wrong = np.flatnonzero((token_lengths != self.width) | (weight_lengths != self.width))
+        if len(wrong) and self.bad is None:
+            k = wrong[0]
+            self.bad = (first_row + int(k), int(token_lengths[k]), int(weight_lengths[k]))
+        items = self.items_of(tokens)
+        if self.bad is not None or ids is None or (items < 0).any():
+            return  # the file is rejected by tables()
+        weights = weights.reshape(-1, self.width)
+        finite = np.isfinite(weights).all(axis=1)
+        if not finite.all() and self.not_finite is None:
+            self.not_finite = first_row + int(np.flatnonzero(~finite)[0])
+        self.items[ids] = torch.from_numpy(items.reshape(-1, self.width))
+        self.weights[ids] = torch.from_numpy(weights)
+
+    def tables(self):
+        """``([S, r] item ids, [S, r] weights)``; row 0 (padding) weighs 0."""
+        if self.bad is not None:
+            row, n_items, n_weights = self.bad
+            raise SemanticsError(
+                f"'{self.path}' row {row}: {self.column} has {n_items} items and {n_weights} "
+                f"weights, expected {self.width} of each (see its manifest); regenerate the "
+                "semantics."
+            )
+        self.items_of.check()
+        if self.not_finite is not None:
+            raise SemanticsError(
+                f"'{self.path}' row {self.not_finite}: {self.column} contains NaN or inf."
+            )
+        if self.width is None:  # a file without rows
+            shape = (self.dataset.user_num, 0)
+            return torch.zeros(shape, dtype=torch.long), torch.zeros(shape)
+        return self.items, self.weights
 
 
 class EIMFDataset(SequentialDataset):
@@ -118,7 +211,7 @@ class EIMFDataset(SequentialDataset):
         row_of_typical = dict(zip(typical_ids.tolist(), range(1, len(counts) + 1)))
 
         path = files.file_path(config, "usertypical")
-        table = files.read_table(path, "usertypical")
+        table = _read_tokens(path, "usertypical")
         users = _ids(self, self.uid_field, table["uid"], path)
         typical = _ids(self, self.uid_field, table["tuid"], path)
         not_typical = [t for t in typical.tolist() if t not in row_of_typical]
@@ -185,41 +278,42 @@ class LLM4SBRDataset(SequentialDataset):
         dim, views = manifest["dimensions"]["text"], manifest["views"]
         form = files.intent_form(self.config, manifest)
         path = files.file_path(self.config, "intent")
-        table = files.read_table(path, files.intent_header(views, form))
-        ids = _ids(self, self.uid_field, table["sid"], path)
-        _require_every_id(self, self.uid_field, ids, path, "intents")
         self._intents = {}  # dense: {field: [S, D]}
         self._localised = {}  # compact: {field: ([S, r] item ids, [S, r] weights)}
-        self._item_text = _item_text(self, manifest) if form == "compact" else None
-        for view in views:
-            column = intent_field(view)
-            if form == "dense":
+        self._item_text = None
+        if form == "compact":
+            self._load_compact(manifest, path, views)
+        else:
+            table = files.read_table(path, files.intent_header(views, form))
+            ids = _ids(self, self.uid_field, table["sid"], path)
+            _require_every_id(self, self.uid_field, ids, path, "intents")
+            for view in views:
+                column = intent_field(view)
                 matrix = torch.zeros(self.user_num, dim)
                 vectors = files.stack_vectors(path, column, table[column], dim)
                 matrix[ids] = torch.from_numpy(vectors)
                 self._intents[column] = matrix
-            else:
-                self._localised[column] = self._compact_view(path, column, table, ids)
         self.intent_views = views
         self.intent_dim = dim
         self.semantics_manifest = manifest
 
-    def _compact_view(self, path, column, table, ids):
-        """A compact view's ``([S, r] item ids, [S, r] weights)``; row 0 (padding) weighs 0."""
-        tokens, weights = table[f"{column}_items"], table[f"{column}_weights"]
-        width = len(tokens[0]) if tokens else 0
-        for row, (t, w) in enumerate(zip(tokens, weights)):
-            if len(t) != width or len(w) != width:
-                raise SemanticsError(
-                    f"'{path}' row {row + 1}: {column} has {len(t)} items and {len(w)} weights, "
-                    f"expected {width} of each (see its manifest); regenerate the semantics."
-                )
-        flat = _ids(self, self.iid_field, [t for row in tokens for t in row], path)
-        items = torch.zeros(self.user_num, width, dtype=torch.long)
-        items[ids] = torch.from_numpy(flat.reshape(len(tokens), width))
-        matrix = torch.zeros(self.user_num, width)
-        matrix[ids] = torch.from_numpy(files.stack_vectors(path, column, weights, width))
-        return items, matrix
+    def _load_compact(self, manifest, path, views):
+        """A compact ``.intent`` file, read a block of rows at a time (millions of sessions)."""
+        sessions = _Lookup(self, self.uid_field, path)
+        compact = [_CompactView(self, path, intent_field(view)) for view in views]
+        all_ids, row = [], 1
+        for block in files.read_columns(path, files.intent_header(views, "compact")):
+            ids = sessions(block["sid"])
+            all_ids.append(ids)
+            for view in compact:
+                view.add(block, ids if (ids >= 0).all() else None, row)
+            row += len(ids)
+        sessions.check()
+        ids = np.concatenate(all_ids) if all_ids else np.zeros(0, dtype=np.int64)
+        _require_every_id(self, self.uid_field, ids, path, "intents")
+        self._item_text = _item_text(self, manifest)
+        for view in compact:
+            self._localised[view.column] = view.tables()
 
     def intents(self, field, sessions):
         """``[B, D]`` intents of ``field`` for the session ids ``sessions``; a compact view is

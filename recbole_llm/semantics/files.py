@@ -29,8 +29,10 @@ file with ``additional_feat_suffix`` plus ``alias_of_item_id: [iid]`` or
 """
 
 import hashlib
+import itertools
 import json
 import os
+import warnings
 
 import numpy as np
 
@@ -110,55 +112,175 @@ def write_table(path, header, rows):
     atomic_write(path, write)
 
 
-def read_table(path, expected):
-    """Read a semantic file: ``{column name: list of str or float32 arrays}``; ``expected`` is
-    a suffix of :data:`HEADERS` or the expected header."""
+def _open_table(path, expected):
+    """The open file past its checked header, and its columns' names and kinds."""
     expected = HEADERS[expected] if isinstance(expected, str) else expected
     if not os.path.isfile(path):
         raise SemanticsError(f"Semantic file '{path}' does not exist.")
-    with open(path, encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
-        if header != expected:
-            raise SemanticsError(
-                f"'{path}' has header {header}, expected {expected}; regenerate it."
-            )
-        names = [h.split(":")[0] for h in header]
-        kinds = [h.split(":")[1] for h in header]
+    f = open(path, encoding="utf-8")
+    header = f.readline().rstrip("\n").split("\t")
+    if header != expected:
+        f.close()
+        raise SemanticsError(f"'{path}' has header {header}, expected {expected}; regenerate it.")
+    return f, [h.split(":")[0] for h in header], [h.split(":")[1] for h in header]
+
+
+def _parse_line(path, line_number, line, names, kinds):
+    """One line's values, as :func:`read_table` gives them."""
+    cells = line.rstrip("\n").split("\t")
+    if len(cells) != len(names):
+        raise SemanticsError(
+            f"'{path}' line {line_number} has {len(cells)} columns, expected {len(names)}."
+        )
+    values = []
+    for kind, cell in zip(kinds, cells):
+        if kind == "float_seq":
+            try:
+                values.append(np.array(cell.split(), dtype=np.float32))
+            except ValueError as err:
+                raise SemanticsError(f"'{path}' line {line_number}: {err}") from err
+        elif kind == "token_seq":
+            values.append(cell.split())
+        elif kind == "float":
+            values.append(float(cell))
+        else:
+            values.append(cell)
+    return values
+
+
+def read_table(path, expected):
+    """Read a semantic file: ``{column name: list of str or float32 arrays}``; ``expected`` is
+    a suffix of :data:`HEADERS` or the expected header."""
+    f, names, kinds = _open_table(path, expected)
+    with f:
         columns = {name: [] for name in names}
         for line_number, line in enumerate(f, start=2):
-            cells = line.rstrip("\n").split("\t")
-            if len(cells) != len(names):
-                raise SemanticsError(
-                    f"'{path}' line {line_number} has {len(cells)} columns, expected {len(names)}."
-                )
-            for name, kind, cell in zip(names, kinds, cells):
-                if kind == "float_seq":
-                    try:
-                        value = np.array(cell.split(), dtype=np.float32)
-                    except ValueError as err:
-                        raise SemanticsError(f"'{path}' line {line_number}: {err}") from err
-                elif kind == "token_seq":
-                    value = cell.split()
-                elif kind == "float":
-                    value = float(cell)
-                else:
-                    value = cell
+            for name, value in zip(names, _parse_line(path, line_number, line, names, kinds)):
                 columns[name].append(value)
     return columns
 
 
-def stack_vectors(path, column_name, vectors, dim):
-    """Stack float_seq cells into ``[n, dim]``, rejecting a wrong length or NaN/inf."""
-    for row, vector in enumerate(vectors):
-        if len(vector) != dim:
-            raise SemanticsError(
-                f"'{path}' row {row + 1}: {column_name} has {len(vector)} values, expected {dim} "
-                "(see its manifest); regenerate the semantics."
-            )
-    matrix = np.stack(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
+#: characters of a float_seq block parsed in C (anything else, e.g. nan, is parsed per cell)
+_NUMBER_CHARS = str.maketrans("", "", "0123456789.eE+- ")
+#: whitespace that ``str.split()`` splits on besides the space (ASCII; others are non-ASCII)
+_OTHER_SPACE = "\r\x0b\x0c\x1c\x1d\x1e\x1f"
+
+
+def _seq_block(kind, cells):
+    """A block's ``(values, lengths)`` of a ``*_seq`` column parsed in one go, or None when a
+    cell is not in the form the writer makes (single spaces, no empty cell, ASCII)."""
+    joined = " ".join(cells)
+    if (
+        "" in cells
+        or "  " in joined
+        or joined[:1] == " "
+        or joined[-1:] == " "
+        or not joined.isascii()
+        or any(c in joined for c in _OTHER_SPACE)
+    ):
+        return None
+    lengths = np.fromiter((c.count(" ") + 1 for c in cells), dtype=np.int64, count=len(cells))
+    if kind == "token_seq":
+        return joined.split(" "), lengths
+    if joined.translate(_NUMBER_CHARS):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # unparsable text: counted below
+        values = np.fromstring(joined, dtype=np.float32, sep=" ")
+    return (values, lengths) if len(values) == lengths.sum() else None
+
+
+def _block(path, first_line, lines, names, kinds):
+    """One block of :func:`read_columns`; a block not in the writer's form is parsed line by
+    line (which raises :func:`read_table`'s error for a malformed line)."""
+    if lines[-1][-1:] != "\n":
+        lines[-1] += "\n"
+    width = len(names) - 1
+    if all(line.count("\t") == width for line in lines):
+        cells = "".join(lines).replace("\n", "\t").split("\t")
+        block = {}
+        for j, (name, kind) in enumerate(zip(names, kinds)):
+            column = cells[j : len(cells) - 1 : len(names)]
+            if kind.endswith("_seq"):
+                column = _seq_block(kind, column)
+                if column is None:
+                    break
+            elif kind == "float":
+                column = [float(c) for c in column]
+            block[name] = column
+        else:
+            return block
+    rows = [_parse_line(path, first_line + k, line, names, kinds) for k, line in enumerate(lines)]
+    block = {}
+    for j, (name, kind) in enumerate(zip(names, kinds)):
+        column = [row[j] for row in rows]
+        if kind.endswith("_seq"):
+            lengths = np.array([len(v) for v in column], dtype=np.int64)
+            if kind == "float_seq":
+                values = np.concatenate(column) if column else np.zeros(0, dtype=np.float32)
+            else:
+                values = [t for cell in column for t in cell]
+            column = (values, lengths)
+        block[name] = column
+    return block
+
+
+def read_columns(path, expected, block_rows=1_000_000):
+    """Read a semantic file a block of rows at a time: yields ``{column name: values}`` per
+    block. A ``token`` column is a list of str and a ``float`` one a list of floats, as in
+    :func:`read_table`; a ``float_seq`` or ``token_seq`` column is ``(values, lengths)``, every
+    row's values one after the other (a float32 array, a list of str) and how many each row
+    has. The values are exactly :func:`read_table`'s, parsed a block at a time in C instead of
+    cell by cell (a file of millions of rows), and a malformed line raises the same error."""
+    f, names, kinds = _open_table(path, expected)
+    with f:
+        first_line = 2
+        while True:
+            lines = list(itertools.islice(f, block_rows))
+            if not lines:
+                return
+            yield _block(path, first_line, lines, names, kinds)
+            first_line += len(lines)
+
+
+def check_lengths(path, column_name, lengths, dim, first_row=1):
+    """:func:`stack_vectors`' length check on the row lengths of a block of ``read_columns``
+    whose first row is ``first_row``."""
+    wrong = np.flatnonzero(lengths != dim)
+    if len(wrong):
+        raise SemanticsError(
+            f"'{path}' row {first_row + int(wrong[0])}: {column_name} has "
+            f"{int(lengths[wrong[0]])} values, expected {dim} (see its manifest); regenerate the "
+            "semantics."
+        )
+
+
+def check_finite(path, column_name, matrix):
+    """:func:`stack_vectors`' NaN/inf check on an ``[n, dim]`` matrix."""
     if not np.isfinite(matrix).all():
         bad = int(np.flatnonzero(~np.isfinite(matrix).all(axis=1))[0])
         raise SemanticsError(f"'{path}' row {bad + 1}: {column_name} contains NaN or inf.")
+
+
+def read_vectors(path, expected, key, column_name, dim):
+    """``(keys, [n, dim] float32)`` of a file with one key column and one ``float_seq``
+    column, read with :func:`read_columns` and checked as :func:`stack_vectors` checks."""
+    keys, values, lengths = [], [], []
+    for block in read_columns(path, expected):
+        keys += block[key]
+        values.append(block[column_name][0])
+        lengths.append(block[column_name][1])
+    check_lengths(path, column_name, np.concatenate(lengths or [np.zeros(0, np.int64)]), dim)
+    matrix = np.concatenate(values).reshape(-1, dim) if values else np.zeros((0, dim), np.float32)
+    check_finite(path, column_name, matrix)
+    return keys, matrix
+
+
+def stack_vectors(path, column_name, vectors, dim):
+    """Stack float_seq cells into ``[n, dim]``, rejecting a wrong length or NaN/inf."""
+    check_lengths(path, column_name, np.array([len(v) for v in vectors], dtype=np.int64), dim)
+    matrix = np.stack(vectors) if vectors else np.zeros((0, dim), dtype=np.float32)
+    check_finite(path, column_name, matrix)
     return matrix
 
 

@@ -15,30 +15,55 @@ from recbole_llm.semantics import files, prompts, shared
 from recbole_llm.semantics.history import sample_prefixes
 from recbole_llm.semantics.parsing import parse_item_name
 
+#: Similarities (answers x items) computed at once; a larger product is computed in blocks of
+#: answers, so localisation's memory stays near ``12 * LOCALISE_CELLS`` bytes (the similarities
+#: and argpartition's indices). Every dataset we ship fits in one block; a product computed in
+#: blocks is deterministic but may differ in the last bit from one computed at once.
+LOCALISE_CELLS = 2**27
 
-def top_items(answer_vectors, item_vectors, topr, aggregation):
+
+def _blocks(n_rows, row_cells):
+    """``(start, stop)`` of consecutive blocks of rows, each of at most ``LOCALISE_CELLS``."""
+    step = max(1, LOCALISE_CELLS // max(1, row_cells))
+    return [(start, min(start + step, n_rows)) for start in range(0, n_rows, step)]
+
+
+def top_items(answer_vectors, item_vectors, topr, aggregation, rows=None):
     """Intent localisation in compact form: for each answer, the rows of the ``topr`` items
     most similar to it ``[n, r]`` and their weights ``[n, r]`` (the similarity, divided by
     ``topr`` for ``aggregation: mean``); the intent is the weighted sum of those items' vectors
-    (:func:`localise`)."""
+    (:func:`localise`). ``rows`` given: the answers are ``answer_vectors[rows]``, gathered a
+    block at a time (a distinct answer is encoded once, however many samples gave it)."""
     if aggregation not in ("sum", "mean"):
         raise ValueError(f"intent_aggregation must be 'sum' or 'mean', got '{aggregation}'")
-    similarity = answer_vectors @ item_vectors.T
-    width = min(topr, similarity.shape[1])
-    top = np.argpartition(-similarity, kth=width - 1, axis=1)[:, :width]
-    weights = np.take_along_axis(similarity, top, axis=1)
-    if aggregation == "mean":
-        weights = weights / topr
-    return top.astype(np.int64), weights.astype(np.float32)
+    n = len(answer_vectors) if rows is None else len(rows)
+    width = min(topr, len(item_vectors))
+    top = np.empty((n, width), dtype=np.int64)
+    weights = np.empty((n, width), dtype=np.float32)
+    for start, stop in _blocks(n, len(item_vectors)):
+        block = answer_vectors[start:stop] if rows is None else answer_vectors[rows[start:stop]]
+        similarity = block @ item_vectors.T
+        chosen = np.argpartition(-similarity, kth=width - 1, axis=1)[:, :width]
+        weight = np.take_along_axis(similarity, chosen, axis=1)
+        if aggregation == "mean":
+            weight = weight / topr
+        top[start:stop], weights[start:stop] = chosen, weight
+    return top, weights
 
 
-def localise(answer_vectors, item_vectors, topr, aggregation):
+def localise(answer_vectors, item_vectors, topr, aggregation, rows=None):
     """Intent localisation: the similarity-weighted sum (or mean) of the ``topr`` items most
-    similar to each answer; ``topr = 0`` keeps the encoded answer itself."""
+    similar to each answer; ``topr = 0`` keeps the encoded answer itself. ``rows`` as in
+    :func:`top_items`."""
     if topr == 0:
-        return answer_vectors.astype(np.float32)
-    top, weights = top_items(answer_vectors, item_vectors, topr, aggregation)
-    return (weights[:, :, None] * item_vectors[top]).sum(axis=1).astype(np.float32)
+        vectors = answer_vectors if rows is None else answer_vectors[rows]
+        return vectors.astype(np.float32)
+    top, weights = top_items(answer_vectors, item_vectors, topr, aggregation, rows)
+    result = np.empty((len(top), item_vectors.shape[1]), dtype=np.float32)
+    for start, stop in _blocks(len(top), top.shape[1] * item_vectors.shape[1]):
+        part = weights[start:stop, :, None] * item_vectors[top[start:stop]]
+        result[start:stop] = part.sum(axis=1)
+    return result
 
 
 def _form(config, tokens):
@@ -113,13 +138,14 @@ def run_llm4sbr(config, make_dataset, refresh, start):
     topr, aggregation = config["intent_topr"], config["intent_aggregation"]
     form = _form(config, tokens)
 
-    def locate(answer_vectors):
+    def locate(answer_vectors, rows):
         if form == "dense":
-            return (localise(answer_vectors, item_vectors, topr, aggregation),)
-        return top_items(answer_vectors, item_vectors, topr, aggregation)
+            return (localise(answer_vectors, item_vectors, topr, aggregation, rows),)
+        return top_items(answer_vectors, item_vectors, topr, aggregation, rows)
 
     # the LLM-free control, and the fallback for a reply without a usable name
-    last_item = locate(item_vectors[[row_of[recent[k][-1]] for k in keys]])
+    last_rows = np.fromiter((row_of[recent[k][-1]] for k in keys), dtype=np.int64, count=len(keys))
+    last_item = locate(item_vectors, last_rows)
 
     stats = None
     intents = {view: tuple(part.copy() for part in last_item) for view in views}
@@ -138,8 +164,14 @@ def run_llm4sbr(config, make_dataset, refresh, start):
         for v, view in enumerate(views):
             rows = [j for j in range(len(keys)) if names[j * len(views) + v]]
             if rows:
-                answers = encoder.encode([names[j * len(views) + v] for j in rows])
-                for part, located in zip(intents[view], locate(answers)):
+                wanted = [names[j * len(views) + v] for j in rows]
+                distinct = {name: None for name in wanted}
+                answers = encoder.encode(list(distinct))
+                position = {name: p for p, name in enumerate(distinct)}
+                answer_rows = np.fromiter(
+                    (position[name] for name in wanted), dtype=np.int64, count=len(wanted)
+                )
+                for part, located in zip(intents[view], locate(answers, answer_rows)):
                     part[rows] = located
             from_llm[view] = len(rows)
             failed[view] = sum(bool(replies[j * len(views) + v].error) for j in range(len(keys)))

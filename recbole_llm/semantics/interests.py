@@ -12,11 +12,36 @@ from logging import getLogger
 import numpy as np
 
 from recbole_llm.semantics import files, prompts, shared
-from recbole_llm.semantics.history import training_histories
+from recbole_llm.semantics.history import split_training_histories
 from recbole_llm.semantics.parsing import parse_interests
 from recbole_llm.semantics.settings import needs_llm
 from recbole_llm.semantics.text import category_words
 from recbole_llm.semantics.typical import select_typical_users
+
+
+def user_text_vectors(histories, row_of, item_vectors, chunk_users=65536):
+    """Each user's text vector, the mean of its training items' vectors L2-normalised:
+    ``[n_users, D]`` float32 in ``histories``' order, exactly as each user's own ``mean(0)``
+    gives it. A chunk of users at a time, longest history first, adds its users' k-th items
+    for k = 1, 2, ... (the additions ``mean`` makes, in its order), so memory is the result
+    plus one chunk's vectors and Python loops over positions, not users."""
+    users = list(histories)
+    lengths = np.fromiter((len(histories[u]) for u in users), dtype=np.int64, count=len(users))
+    offsets = np.cumsum(lengths) - lengths
+    rows = np.fromiter(
+        (row_of[i] for u in users for i in histories[u]), dtype=np.int64, count=int(lengths.sum())
+    )
+    vectors = np.empty((len(users), item_vectors.shape[1]), dtype=np.float32)
+    for start in range(0, len(users), chunk_users):
+        chunk = start + np.argsort(-lengths[start : start + chunk_users], kind="stable")
+        longest, first = lengths[chunk], offsets[chunk]
+        sums = item_vectors[rows[first]]
+        for k in range(1, int(longest[0]) if len(chunk) else 0):
+            active = int(np.count_nonzero(longest > k))
+            sums[:active] += item_vectors[rows[first[:active] + k]]
+        vectors[chunk] = sums / longest[:, None].astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+    return vectors
 
 
 def interest_requests(config, users, histories, texts):
@@ -84,17 +109,13 @@ def _typical_interests(config, typical_tokens, histories, texts, generator):
 def run_eimf(config, make_dataset, refresh, start):
     """EIMF's step on the dataset ``make_dataset()`` builds; returns the manifest path."""
     dataset = make_dataset()
-    train = dataset.build()[0]
-    histories = training_histories(train)
+    histories = split_training_histories(dataset)
     encoder = shared.make_encoder(config)
     tokens, texts, item_vectors = shared.encode_items(config, dataset, encoder)
     row_of = {t: i for i, t in enumerate(tokens)}
 
     users = list(histories)
-    user_vectors = np.stack(
-        [item_vectors[[row_of[i] for i in histories[u]]].mean(0) for u in users]
-    )
-    user_vectors /= np.linalg.norm(user_vectors, axis=1, keepdims=True).clip(1e-12)
+    user_vectors = user_text_vectors(histories, row_of, item_vectors)
     typical = select_typical_users(
         users,
         user_vectors,

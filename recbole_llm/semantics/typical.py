@@ -47,11 +47,13 @@ def target_clusters(n_users, typical_ratio):
 
 
 def _nearest(vectors, centres):
-    """Index of the nearest centre (squared Euclidean) for every vector, in blocks."""
+    """Index of the nearest centre (squared Euclidean, in float64) for every vector, in blocks
+    (each block made float64 on its own, so float32 vectors are never copied whole)."""
     result = np.empty(len(vectors), dtype=np.int64)
+    centres = np.asarray(centres, dtype=np.float64)
     centre_sq = (centres * centres).sum(axis=1)
     for start in range(0, len(vectors), 4096):
-        block = vectors[start : start + 4096]
+        block = np.asarray(vectors[start : start + 4096], dtype=np.float64)
         distances = centre_sq[None, :] - 2.0 * block @ centres.T
         result[start : start + 4096] = distances.argmin(axis=1)
     return result
@@ -120,12 +122,17 @@ def ap_typical(vectors, n_clusters, seed, searches=12):
 def select_typical_users(
     users, vectors, method="ap", typical_ratio=0.05, max_ap_users=3000, seed=2020
 ):
-    """Cluster users (rows of ``vectors``) and pick typical users; see the module docstring."""
-    vectors = np.asarray(vectors, dtype=np.float64)
+    """Cluster users (rows of ``vectors``) and pick typical users; see the module docstring.
+
+    Computed in float64; float32 ``vectors`` are converted a part at a time (the AP sample,
+    blocks of the assignment), as a 1M x 384 float64 copy alone would take 3 GB."""
+    vectors = np.asarray(vectors)
+    if vectors.dtype != np.float32:
+        vectors = vectors.astype(np.float64)
     n_clusters = target_clusters(len(users), typical_ratio)
     details = {"target_clusters": n_clusters, "users": len(users)}
     if method == "kmeans":
-        exemplars = kmeans_typical(vectors, n_clusters, seed)
+        exemplars = kmeans_typical(vectors.astype(np.float64), n_clusters, seed)
     elif method == "ap":
         sample = np.arange(len(users))
         if len(users) > max_ap_users:
@@ -138,10 +145,13 @@ def select_typical_users(
             details["ap_sample"] = int(max_ap_users)
         # the share is of all users, not of the sample: a sample of 3,000 of ml-1m's 6,040
         # users must still give about 5 % of 6,040 typical users
-        found, quantile = ap_typical(vectors[sample], min(n_clusters, len(sample)), seed)
+        found, quantile = ap_typical(
+            vectors[sample].astype(np.float64), min(n_clusters, len(sample)), seed
+        )
         if not found:
             getLogger().warning("Affinity propagation found no exemplars; using k-means instead.")
-            exemplars, method = kmeans_typical(vectors, n_clusters, seed), "kmeans"
+            exemplars = kmeans_typical(vectors.astype(np.float64), n_clusters, seed)
+            method = "kmeans"
         else:
             exemplars = [int(sample[i]) for i in found]
             details["preference_quantile"] = quantile
