@@ -4,7 +4,7 @@
 
 See recbole_llm/hyper.py for the file format; --output_file gets a Markdown table of the
 trials and <output stem>.best.yaml the best configuration. Any other --key=value (e.g.
---epochs=20) is a config value of every trial.
+--epochs=20) is a config value of every trial. The same command: recbole-llm sweep.
 """
 
 from recbole_llm.hyper import main

@@ -65,5 +65,6 @@ setup(
     },
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
-    entry_points={"console_scripts": ["recbole-llm=recbole_llm.cli:main"]},
+    # one command line with subcommands (train, semantics, sweep, bench, prepare, assets)
+    entry_points={"console_scripts": ["recbole-llm=recbole_llm.cli:console"]},
 )

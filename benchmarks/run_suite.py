@@ -4,7 +4,7 @@
     python benchmarks/run_suite.py SUITE --only REMI SASRec     # some rows only
     python benchmarks/run_suite.py SUITE --report-only          # rewrite the table
 
-See recbole_llm/bench/__init__.py for the suite format.
+See recbole_llm/bench/__init__.py for the suite format. The same command: recbole-llm bench.
 """
 
 from recbole_llm.bench.cli import main

@@ -18,15 +18,15 @@ On the command line every other ``--key=value`` is a fixed config value of every
 written into the best config.
 """
 
-import argparse
 import os
 import sys
 
 import yaml
 
 from recbole_llm import quick_start
+from recbole_llm.arguments import CommandParser
 from recbole_llm.config import Config
-from recbole_llm.errors import DEBUG_FLAG, DEBUG_HELP, cli_main
+from recbole_llm.errors import cli_main
 from recbole_llm.sweep_params import (  # noqa: F401 (SweepError, Param: their old import path)
     Param,
     SweepError,
@@ -233,15 +233,18 @@ def _run_ray(params, max_evals, record_trial):
     return trials
 
 
-def build_parser():
-    """run_hyper.py's parser; other ``--key=value`` arguments are config keys of every trial."""
-    parser = argparse.ArgumentParser(
-        description="Sweep hyper-parameters of a recbole_llm or RecBole model.",
-        epilog="Example sweeps: sweeps/*.yaml and sweeps/sasrec.hyper (RecBole's line format). "
-        "Any other --key=value sets that config key for every trial (e.g. --epochs=1) and is "
-        "written into the best config.",
-        allow_abbrev=False,  # --data=... is a config key, not an abbreviation of --dataset
-    )
+DESCRIPTION = "Sweep hyper-parameters of a recbole_llm or RecBole model."
+EPILOG = (
+    "Example sweeps: sweeps/*.yaml and sweeps/sasrec.hyper (RecBole's line format). Any other "
+    "--key=value sets that config key for every trial (e.g. --epochs=1) and is written into the "
+    "best config."
+)
+
+
+def add_arguments(parser):
+    """The sweep's options (``run_hyper.py``, ``recbole-llm sweep``); other ``--key=value``
+    arguments are config keys of every trial."""
+    parser.epilog = EPILOG
     parser.add_argument("--model", "-m", default="EIMF", help="model class name (default: EIMF)")
     parser.add_argument(
         "--dataset", "-d", default=None, help="dataset (default: the model's, or ml-100k)"
@@ -272,7 +275,12 @@ def build_parser():
         choices=["hyperopt", "ray"],
         help="ray: run the trials as ray tune trials (default: hyperopt)",
     )
-    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
+
+
+def build_parser():
+    """run_hyper.py's parser (:func:`add_arguments`)."""
+    parser = CommandParser(description=DESCRIPTION)
+    add_arguments(parser)
     return parser
 
 
@@ -285,7 +293,12 @@ def main(argv=None):
 
 
 def _main(argv):
-    args, extra = build_parser().parse_known_args(argv)
+    return run_command(*build_parser().parse_known_args(argv))
+
+
+def run_command(args, extra):
+    """Run the sweep the parsed options ``args`` ask for, with the ``extra`` ``--key=value``
+    arguments fixed for every trial; prints the table and returns the trials."""
     config_dict = fixed_values(extra)
     sys.argv = sys.argv[:1]  # RecBole's Config must not read our flags; the rest is config_dict
     config_files = args.config_files.split() if args.config_files else None

@@ -19,7 +19,7 @@ MAX_LINES = 400
 #: import each other; there only the absence of cycles orders them.
 LAYERS = [
     {"recbole_llm", "errors", "utils", "paths", "fields", "keys"},
-    {"assets", "compat"},
+    {"assets", "compat", "arguments"},
     {"semantics", "model"},
     {"data"},
     {

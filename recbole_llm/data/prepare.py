@@ -13,10 +13,11 @@ import zipfile
 from logging import getLogger
 
 from recbole_llm import assets
+from recbole_llm.arguments import CommandParser
 from recbole_llm.data.amazon import SEQ_SEPARATOR, write_beauty
 from recbole_llm.data.atomic import DatasetError, write_atomic_file
 from recbole_llm.data.sessions import write_sequence_session_dataset, write_session_dataset
-from recbole_llm.errors import DEBUG_FLAG, DEBUG_HELP, cli_main
+from recbole_llm.errors import cli_main
 from recbole_llm.paths import package_dir
 from recbole_llm.utils import atomic_copy
 
@@ -275,27 +276,33 @@ for _name, (_source, _max_samples) in SEQUENCE_SESSION_DATASETS.items():
     )(_sequence_session_preparer(_source, _max_samples))
 
 
-def main(name, argv=None):
-    """Command line of ``dataset/prepare_<name>.py``; a user error ends it with one line
-    ``error: ...`` and status 2 (``--debug``: the traceback)."""
-    return cli_main(lambda args: _main(name, args), argv)
-
-
-def _main(name, argv):
-    import argparse
-
-    parser = argparse.ArgumentParser(description=f"Prepare dataset {name} in the data root.")
+def add_arguments(parser, name=None):
+    """The options of ``dataset/prepare_<name>.py`` and, without ``name``, of ``recbole-llm
+    prepare NAME`` (``--data_path``, ``--source_dir``: the config keys of the same names)."""
+    if name is None:
+        parser.add_argument("name", help=f"the dataset: {', '.join(sorted(PREPARERS))}")
     parser.add_argument("--data_path", default="dataset", help="data root (default: ./dataset)")
     parser.add_argument("--force", action="store_true", help="rebuild even if already prepared")
-    if name in SOURCE_DIR_DATASETS:
+    if name is None or name in SOURCE_DIR_DATASETS:
         parser.add_argument(
             "--source_dir",
             help="folder of the source files (relative: to the working directory, else to the "
-            "project root)",
+            f"project root); for {', '.join(sorted(SOURCE_DIR_DATASETS))}",
         )
-    parser.add_argument(DEBUG_FLAG, action="store_true", help=DEBUG_HELP)
-    args = parser.parse_args(argv)
+
+
+def run_command(args, name=None):
+    """Prepare the dataset the parsed options ``args`` name (or ``name``); returns its folder."""
+    name = name or args.name
     source_dir = getattr(args, "source_dir", None)
     folder = prepare_dataset(name, args.data_path, force=args.force, source_dir=source_dir)
     print(f"{name} is ready in {folder}: {', '.join(sorted(os.listdir(folder)))}")
     return folder
+
+
+def main(name, argv=None):
+    """Command line of ``dataset/prepare_<name>.py``; a user error ends it with one line
+    ``error: ...`` and status 2 (``--debug``: the traceback)."""
+    parser = CommandParser(description=f"Prepare dataset {name} in the data root.")
+    add_arguments(parser, name)
+    return cli_main(lambda args: run_command(parser.parse_args(args), name), argv)
