@@ -122,10 +122,17 @@ def test_localisation_of_gathered_rows_is_that_of_the_gathered_matrix(monkeypatc
     items = rng.standard_normal((300, 16)).astype(np.float32)
     answers = rng.standard_normal((50, 16)).astype(np.float32)
     rows = rng.integers(0, 50, 400)
+    similarity = answers[rows] @ items.T  # the one product the old code made
+    old_top = np.argpartition(-similarity, kth=4, axis=1)[:, :5]
+    old_weights = np.take_along_axis(similarity, old_top, axis=1)
+    monkeypatch.setattr(intents, "SELECT_ROWS", 3)
     for aggregation in ("sum", "mean"):
         gathered = intents.top_items(answers, items, 5, aggregation, rows)
         whole = intents.top_items(answers[rows], items, 5, aggregation)
         assert all(np.array_equal(a, b) for a, b in zip(gathered, whole))
+        assert np.array_equal(gathered[0], old_top)
+        expected = old_weights / 5 if aggregation == "mean" else old_weights
+        assert np.array_equal(gathered[1], expected.astype(np.float32))
         dense = intents.localise(answers, items, 5, aggregation, rows)
         assert np.array_equal(dense, intents.localise(answers[rows], items, 5, aggregation))
     assert np.array_equal(intents.localise(answers, items, 0, "sum", rows), answers[rows])

@@ -15,11 +15,14 @@ from recbole_llm.semantics import files, prompts, shared
 from recbole_llm.semantics.history import sample_prefixes
 from recbole_llm.semantics.parsing import parse_item_name
 
-#: Similarities (answers x items) computed at once; a larger product is computed in blocks of
-#: answers, so localisation's memory stays near ``12 * LOCALISE_CELLS`` bytes (the similarities
-#: and argpartition's indices). Every dataset we ship fits in one block; a product computed in
-#: blocks is deterministic but may differ in the last bit from one computed at once.
+#: Similarities (answers x items) computed in one product, 512 MB of float32; a larger one is
+#: computed in blocks of answers. Every dataset we ship fits in one block (amazon-beauty-session:
+#: 10,000 x 12,101), so their files are what they were; a product computed in blocks is
+#: deterministic, but BLAS rounds a row differently in another block shape, so a few weights
+#: may differ in their last written digit from one computed at once.
 LOCALISE_CELLS = 2**27
+#: Rows whose top items are chosen at once (argpartition's int64 indices of every item)
+SELECT_ROWS = 256
 
 
 def _blocks(n_rows, row_cells):
@@ -42,12 +45,15 @@ def top_items(answer_vectors, item_vectors, topr, aggregation, rows=None):
     weights = np.empty((n, width), dtype=np.float32)
     for start, stop in _blocks(n, len(item_vectors)):
         block = answer_vectors[start:stop] if rows is None else answer_vectors[rows[start:stop]]
-        similarity = block @ item_vectors.T
-        chosen = np.argpartition(-similarity, kth=width - 1, axis=1)[:, :width]
-        weight = np.take_along_axis(similarity, chosen, axis=1)
-        if aggregation == "mean":
-            weight = weight / topr
-        top[start:stop], weights[start:stop] = chosen, weight
+        similarity = block @ item_vectors.T  # one product per block: its rows' exact values
+        for low in range(0, stop - start, SELECT_ROWS):  # each row's choice is its own
+            rows_similarity = similarity[low : low + SELECT_ROWS]
+            chosen = np.argpartition(-rows_similarity, kth=width - 1, axis=1)[:, :width]
+            weight = np.take_along_axis(rows_similarity, chosen, axis=1)
+            if aggregation == "mean":
+                weight = weight / topr
+            at = slice(start + low, start + low + len(chosen))
+            top[at], weights[at] = chosen, weight
     return top, weights
 
 
