@@ -41,6 +41,12 @@ def top_items(answer_vectors, item_vectors, topr, aggregation, rows=None):
         raise ValueError(f"intent_aggregation must be 'sum' or 'mean', got '{aggregation}'")
     n = len(answer_vectors) if rows is None else len(rows)
     width = min(topr, len(item_vectors))
+    if rows is not None and n * len(item_vectors) > LOCALISE_CELLS:
+        # past one block, each distinct answer is localised once and gathered: the cost grows
+        # with the distinct answers (at most the items named), not with the samples
+        distinct, inverse = np.unique(rows, return_inverse=True)
+        top, weights = top_items(answer_vectors[distinct], item_vectors, topr, aggregation)
+        return top[inverse], weights[inverse]
     top = np.empty((n, width), dtype=np.int64)
     weights = np.empty((n, width), dtype=np.float32)
     for start, stop in _blocks(n, len(item_vectors)):
