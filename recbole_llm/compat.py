@@ -46,8 +46,10 @@ features for a float_seq field, where         ``concat_layer`` at the width of t
 ``concat_layer`` has the wrong width; and     text vectors, ``item_text_source``) then trains.
 ``:99`` (also GRU4RecF, FDSA) names the       It drops submodules from ``other_parameter_name``
 ``feature_embed_layer`` module in             (their weights are in the state dict), so these
-``other_parameter_name``: pickled into        checkpoints load safely.
-every checkpoint
+``other_parameter_name``: pickled into        checkpoints load safely. It computes float_seq
+every checkpoint; ``model/layers.py``         embeddings with one ``embedding_bag`` instead of
+``:1017-1053`` embeds each float_seq element  a ``[B, L, D, H]`` product (10 GB for SASRecF on
+before pooling (``[B, L, D, H]``)             ml-100k with the 384-d text vectors).
 ``data/dataset/dataset.py:803-815`` gives     :class:`recbole_llm.data.item_text.ItemTextDataset`
 every element of a numerical float_seq the    stores the item text vectors with index ``j + 1``
 index 1 (the vector enters as its mean), and  for element ``j`` (the embedding layer's table is
@@ -70,6 +72,7 @@ import io
 import os
 import pickle
 import re
+import types
 
 from recbole_llm.errors import UserError
 from recbole_llm.utils import atomic_write
@@ -115,6 +118,11 @@ def fix_feature_models(model):
       ``feature_embed_layer``: ``sasrecf.py:99``) is pickled whole into every checkpoint, so
       a safe load refuses it; its weights are in the state dict and the model builds the module
       itself, so it is dropped from that list;
+    - ``FeatureSeqEmbLayer.embed_float_seq_fields`` (``model/layers.py:1017-1053``) builds an
+      embedding per element before pooling, ``[B, L, D, H]``: 10 GB at batch 2048, length 50,
+      a 384-d text vector and size 64 (a one-epoch SASRecF run on ml-100k was killed for
+      memory); sum and mean pooling are computed as one ``embedding_bag`` instead (the same
+      values to float rounding, tested), max pooling as RecBole does;
     - SASRecF sizes ``concat_layer`` for ``1 + sum(dataset.num(field))`` embeddings of a
       float_seq field (``sasrecf.py:45-52``), but its ``FeatureSeqEmbLayer`` gives one per
       selected field: the layer is rebuilt at the width it is fed (initialised as SASRecF
@@ -124,6 +132,9 @@ def fix_feature_models(model):
     from recbole.model.sequential_recommender.sasrecf import SASRecF
     from torch import nn
 
+    layer = getattr(model, "feature_embed_layer", None)
+    if layer is not None and hasattr(layer, "embed_float_seq_fields"):
+        layer.embed_float_seq_fields = types.MethodType(_embed_float_seq_fields, layer)
     names = getattr(model, "other_parameter_name", None)
     if names:
         model.other_parameter_name = [
@@ -139,6 +150,36 @@ def fix_feature_models(model):
     model.concat_layer = nn.Linear(width, model.hidden_size).to(old.weight.device)
     model._init_weights(model.concat_layer)
     return True
+
+
+def _embed_float_seq_fields(self, float_seq_fields, source):
+    """RecBole's ``embed_float_seq_fields`` without the ``[..., D, H]`` product: for each field
+    (``[..., D, 2]``: values and indices), ``sum_j value_j * E[index_j]`` over the entries whose
+    index is not 0, divided by their count for ``mean``; ``[..., n_fields, H]`` or None."""
+    import torch
+    import torch.nn.functional as F
+    from recbole.model.layers import ContextSeqEmbAbstractLayer
+
+    if self.pooling_mode not in ("sum", "mean"):
+        return ContextSeqEmbAbstractLayer.embed_float_seq_fields(self, float_seq_fields, source)
+    results = []
+    for i, field in enumerate(float_seq_fields):
+        table = self.float_seq_embedding_table[source][i].weight
+        values, index = field[..., 0], field[..., 1].long()
+        rows, width = values.shape[:-1], values.shape[-1]
+        flat_index = index.reshape(-1, width)
+        pooled = F.embedding_bag(
+            flat_index,
+            table,
+            per_sample_weights=values.reshape(-1, width),
+            mode="sum",
+            padding_idx=0,
+        )
+        if self.pooling_mode == "mean":
+            count = (flat_index != 0).sum(dim=-1, keepdim=True).to(pooled.dtype)
+            pooled = pooled / (count + 1e-8)
+        results.append(pooled.view(*rows, 1, -1))
+    return torch.cat(results, dim=-2) if results else None
 
 
 #: Suffix of the checksum file beside each checkpoint and training state.

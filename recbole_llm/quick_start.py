@@ -64,6 +64,11 @@ def build_model(config, dataset, checkpoint=False):
     compat.fix_feature_models(model)
     method = config["item_text_init"] or "none"
     if method != "none" and not checkpoint:
+        if not hasattr(dataset, "item_text_matrix"):
+            raise UserError(
+                f"item_text_init: dataset class {type(dataset).__name__} holds no item text; "
+                "leave dataset_class unset (item_text_source picks ItemTextDataset)"
+            )
         init_item_embeddings(model, dataset.item_text_matrix(), method, config["seed"])
         getLogger().info(f"item embeddings initialised from item text ({method} projection)")
     return model

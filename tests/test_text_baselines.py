@@ -61,6 +61,23 @@ def test_item_text_enters_the_feature_layer_as_a_linear_map_of_the_whole_vector(
     assert model.concat_layer.in_features == 2 * model.hidden_size
 
 
+@pytest.mark.parametrize("pooling", ["sum", "mean", "max"])
+def test_float_seq_embedding_without_the_per_element_product_is_recboles(eimf_text, pooling):
+    from recbole.model.layers import ContextSeqEmbAbstractLayer
+
+    _, model, _ = build("SASRecF", dict(eimf_text, pooling_mode=pooling, **FEATURE))
+    layer = model.feature_embed_layer
+    torch.manual_seed(0)
+    values = torch.randn(3, 5, 7)
+    index = torch.randint(0, 9, (3, 5, 7)).float()  # some entries are padding (index 0)
+    index[0, 0] = 0  # a row of padding only
+    fields = [torch.stack([values, index], dim=-1)]
+    ours = layer.embed_float_seq_fields(fields, "item")
+    recboles = ContextSeqEmbAbstractLayer.embed_float_seq_fields(layer, fields, "item")
+    assert ours.shape == recboles.shape == (3, 5, 1, model.hidden_size)
+    assert torch.allclose(ours, recboles, atol=1e-5)
+
+
 @pytest.mark.parametrize("model_name", ["SASRecF", "GRU4RecF", "FDSA"])
 def test_feature_aware_models_train_on_item_text_and_read_it(
     model_name, eimf_text, monkeypatch, tmp_path
