@@ -28,6 +28,7 @@ import random
 import re
 
 from loopback import ChatServer, chat_payload
+from synthetic import SESSION_FORMAT
 
 WORDS = [
     "amber", "basalt", "cedar", "delta", "ember", "fjord", "garnet", "harbor", "indigo", "juniper",
@@ -82,10 +83,7 @@ def write_planted_sessions(
 
 #: session settings for the planted files (as the session YAMLs set them for real data)
 PLANTED_CONFIG = {
-    "USER_ID_FIELD": "session_id",
-    "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
-    "alias_of_item_id": ["item_id_list"],
-    "benchmark_filename": ["train", "valid", "test"],
+    **SESSION_FORMAT,
     "MAX_ITEM_LIST_LENGTH": 10,
     "text_fields": ["item_name"],
     "prompt_max_items": 10,

@@ -109,6 +109,16 @@ def write_synthetic_dataset(
     return folder
 
 
+#: RecBole's settings for session benchmark files as our session converter writes them (the
+#: session dataset YAMLs set the same for real data)
+SESSION_FORMAT = {
+    "USER_ID_FIELD": "session_id",
+    "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
+    "alias_of_item_id": ["item_id_list"],
+    "benchmark_filename": ["train", "valid", "test"],
+}
+
+
 def write_synthetic_sessions(root, name="synth-session", source="synth", **kwargs):
     """The synthetic dataset turned into session benchmark files by our session converter."""
     from recbole_llm.data.sessions import write_session_dataset

@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 import torch
+from synthetic import SESSION_FORMAT
 
 from recbole_llm.config import Config
 from recbole_llm.fields import intent_field
@@ -41,10 +42,7 @@ def session_root(tmp_path_factory):
 def session_config(root, tiny_llm, form):
     return {
         "data_path": root,
-        "USER_ID_FIELD": "session_id",
-        "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
-        "alias_of_item_id": ["item_id_list"],
-        "benchmark_filename": ["train", "valid", "test"],
+        **SESSION_FORMAT,
         "text_fields": ["movie_title", "class"],
         "llm_model": tiny_llm,
         "llm_max_new_tokens": 6,

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import torch
 from recbole.model.sequential_recommender.srgnn import GNN, SRGNN
+from synthetic import SESSION_FORMAT
 
 from recbole_llm.config import Config
 from recbole_llm.data.utils import data_preparation
@@ -76,10 +77,7 @@ def data_root(tmp_path_factory):
 def session_settings(root, **overrides):
     settings = {
         "data_path": root,
-        "USER_ID_FIELD": "session_id",
-        "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
-        "alias_of_item_id": ["item_id_list"],
-        "benchmark_filename": ["train", "valid", "test"],
+        **SESSION_FORMAT,
         "MAX_ITEM_LIST_LENGTH": 8,
         "embedding_size": 32,
         "train_batch_size": 100,
@@ -261,10 +259,7 @@ def test_llm4sbr_trains_on_each_backbone(backbone, session_root, tiny_llm, tmp_p
     settings = {
         "backbone": backbone,
         "data_path": session_root,
-        "USER_ID_FIELD": "session_id",
-        "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
-        "alias_of_item_id": ["item_id_list"],
-        "benchmark_filename": ["train", "valid", "test"],
+        **SESSION_FORMAT,
         "MAX_ITEM_LIST_LENGTH": 20,
         "text_fields": ["movie_title", "class"],
         "llm_model": tiny_llm,

@@ -5,6 +5,7 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from synthetic import SESSION_FORMAT
 
 from recbole_llm.config import Config
 from recbole_llm.data.utils import data_preparation
@@ -28,10 +29,7 @@ def session_root(tmp_path_factory):
 def session_config(session_root, tiny_llm, tmp_path):
     return {
         "data_path": session_root,
-        "USER_ID_FIELD": "session_id",
-        "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
-        "alias_of_item_id": ["item_id_list"],
-        "benchmark_filename": ["train", "valid", "test"],
+        **SESSION_FORMAT,
         "MAX_ITEM_LIST_LENGTH": 50,
         "text_fields": ["movie_title", "class"],
         "llm_model": tiny_llm,

@@ -8,6 +8,7 @@ import os
 
 import numpy as np
 import pytest
+from synthetic import SESSION_FORMAT
 
 from recbole_llm.config import Config
 from recbole_llm.semantic_step import plain_dataset
@@ -97,10 +98,7 @@ def test_sample_prefixes_are_each_rows_items(tmp_path):
         config_dict={
             "data_path": str(tmp_path),
             "checkpoint_dir": str(tmp_path / "saved"),
-            "USER_ID_FIELD": "session_id",
-            "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
-            "alias_of_item_id": ["item_id_list"],
-            "benchmark_filename": ["train", "valid", "test"],
+            **SESSION_FORMAT,
             "MAX_ITEM_LIST_LENGTH": 4,  # some prefixes are longer
             "state": "ERROR",
         },

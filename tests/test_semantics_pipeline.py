@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from synthetic import SESSION_FORMAT
 
 from recbole_llm.config import Config
 from recbole_llm.semantic_step import load_or_create, run_pipeline
@@ -129,10 +130,7 @@ def test_llm4sbr_prompts_hold_only_items_before_each_target(tiny_llm, tmp_path, 
         dataset="synth-session",
         config_dict={
             "data_path": str(tmp_path / "data"),
-            "USER_ID_FIELD": "session_id",
-            "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
-            "alias_of_item_id": ["item_id_list"],
-            "benchmark_filename": ["train", "valid", "test"],
+            **SESSION_FORMAT,
             "text_fields": ["movie_title", "class"],
             "llm_model": tiny_llm,
             "llm_max_new_tokens": 6,

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from recbole.utils import init_seed
+from synthetic import SESSION_FORMAT
 
 from recbole_llm.config import Config
 from recbole_llm.data import item_text
@@ -158,10 +159,7 @@ def test_llm4sbr_item_text_reaches_a_session_baseline(tmp_path, tiny_llm):
     write_synthetic_sessions(root)
     settings = {
         "data_path": root,
-        "USER_ID_FIELD": "session_id",
-        "load_col": {"inter": ["session_id", "item_id_list", "item_id"]},
-        "alias_of_item_id": ["item_id_list"],
-        "benchmark_filename": ["train", "valid", "test"],
+        **SESSION_FORMAT,
         "text_fields": ["movie_title", "class"],
         "intent_source": "last_item",  # the LLM-free intents: item text without an LLM call
         "llm_model": tiny_llm,

@@ -11,7 +11,6 @@ Reference code:
     https://github.com/xiaxin1998/DHCN
 """
 
-import math
 from logging import getLogger
 
 import torch
@@ -20,7 +19,12 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_llm.model.session_graph import reversed_positions, training_rows, trim
+from recbole_llm.model.session_graph import (
+    official_init,
+    reversed_positions,
+    training_rows,
+    trim,
+)
 
 
 def hypergraph(items, lengths, continues, n_items):
@@ -126,12 +130,7 @@ class DHCN(SequentialRecommender):
         self._reset_parameters()
 
     def _reset_parameters(self):
-        # the official code's initialisation: every weight uniform in +-1/sqrt(d)
-        bound = 1.0 / math.sqrt(self.embedding_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
-        with torch.no_grad():
-            self.item_embedding.raw.weight[0].zero_()
+        official_init(self, self.embedding_size, self.item_embedding.raw)
 
     def _hypergraph_session(self, table, item_seq, mask):
         """The hypergraph channel's session embeddings ``[B, d]`` and each position's

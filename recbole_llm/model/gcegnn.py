@@ -10,7 +10,6 @@ Reference code:
     https://github.com/CCIIPLab/GCE-GNN
 """
 
-import math
 from logging import getLogger
 
 import torch
@@ -22,6 +21,7 @@ from recbole.utils import InputType
 from recbole_llm.model.layers import config_choice, masked_softmax
 from recbole_llm.model.session_graph import (
     in_chunks,
+    official_init,
     reversed_positions,
     session_graph,
     training_rows,
@@ -188,12 +188,7 @@ class GCEGNN(SequentialRecommender):
         )
 
     def _reset_parameters(self):
-        # the official code's initialisation: every weight uniform in +-1/sqrt(d)
-        bound = 1.0 / math.sqrt(self.embedding_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        official_init(self, self.embedding_size, self.item_embedding)
 
     def _global_states(self, item_seq, mask):
         """Global-level representations ``[B, L, d]`` of each position's item."""

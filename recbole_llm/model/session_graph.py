@@ -9,7 +9,20 @@ edges that are never read back. Built with tensor ops on the batch's device, it 
 states SR-GNN's per-session ``np.unique`` loop gives, in another node order.
 """
 
+import math
+
 import torch
+from torch import nn
+
+
+def official_init(module, size, padding_embedding):
+    """The session GNNs' official initialisation: every weight uniform in +-1/sqrt(size), and
+    the padding row of ``padding_embedding`` (an ``nn.Embedding``) zero."""
+    bound = 1.0 / math.sqrt(size)
+    for weight in module.parameters():
+        nn.init.uniform_(weight, -bound, bound)
+    with torch.no_grad():
+        padding_embedding.weight[0].zero_()
 
 
 def trim(item_seq, item_seq_len):

@@ -10,8 +10,6 @@ Reference code:
     https://github.com/CRIPAC-DIG/TAGNN
 """
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -23,6 +21,7 @@ from recbole_llm.model.layers import masked_softmax
 from recbole_llm.model.session_graph import (
     gather_nodes,
     in_chunks,
+    official_init,
     session_graph,
     srgnn_adjacency,
     trim,
@@ -66,12 +65,7 @@ class TAGNN(SequentialRecommender):
         self._reset_parameters()
 
     def _reset_parameters(self):
-        # the official code's initialisation: every weight uniform in +-1/sqrt(d)
-        bound = 1.0 / math.sqrt(self.embedding_size)
-        for weight in self.parameters():
-            nn.init.uniform_(weight, -bound, bound)
-        with torch.no_grad():
-            self.item_embedding.weight[0].zero_()
+        official_init(self, self.embedding_size, self.item_embedding)
 
     def _node_states(self, item_seq, item_seq_len):
         """Per-position node states ``[B, L', d]`` (``L'``: the longest sequence) and mask."""
