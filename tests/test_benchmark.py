@@ -1,5 +1,6 @@
 """The benchmark runner: run identity, resume, per-user rows, report and bootstrap."""
 
+import importlib.util
 import json
 import os
 import signal
@@ -53,6 +54,15 @@ def tiny_suite(tmp_path, synthetic_root):
     return str(path)
 
 
+def _script(name):
+    """A script of benchmarks/ as a module."""
+    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path, private_cache):
     suite = benchmark.load_suite(tiny_suite)
     logs = []
@@ -73,8 +83,21 @@ def test_suite_runs_resumes_and_reports(tiny_suite, tmp_path, private_cache):
 
     files = sorted(os.listdir(suite["results_dir"]))
     assert len(files) == 3 and files[0].startswith("Pop-synth-seed1-")
-    with open(os.path.join(suite["results_dir"], files[0]), encoding="utf-8") as f:
-        assert json.load(f)["model"] == "Pop", "rows are plain JSON"
+    first = os.path.join(suite["results_dir"], files[0])
+    assert files[0].endswith(".json.gz") and benchmark.read_row(first)["model"] == "Pop"
+    with open(first, "rb") as f:
+        assert f.read() == benchmark.row_bytes(rows[("Pop", 1)]), "the same row, the same bytes"
+    # a plain-JSON row (as a worktree of an older commit writes) counts as done, reads the same,
+    # and compress_rows turns it back into the same compressed file
+    plain = first[: -len(".gz")]
+    with open(plain, "w", encoding="utf-8") as f:
+        json.dump(rows[("Pop", 1)], f, indent=1, sort_keys=True)
+    os.remove(first)
+    assert benchmark.load_rows(suite) == rows
+    compress_rows = _script("compress_rows")
+    assert compress_rows.main(["--runs", suite["results_dir"], "--check"]) == 1
+    assert compress_rows.compress(suite["results_dir"], log=lambda *_: None) == 1
+    assert sorted(os.listdir(suite["results_dir"])) == files and benchmark.load_rows(suite) == rows
 
     # resume: nothing is rerun
     logs.clear()
@@ -314,13 +337,15 @@ def test_committed_rows_keep_their_run_identity():
     the reports. A changed default that does change results must retire the rows it affects."""
     runs = os.path.join(os.path.dirname(SUITES), "results", "runs")
     stale = []
-    for name in sorted(os.listdir(runs)):
-        with open(os.path.join(runs, name), encoding="utf-8") as f:
-            row = json.load(f)
+    names = sorted(os.listdir(runs))
+    plain = [name for name in names if not name.endswith(benchmark.ROW_SUFFIX)]
+    assert not plain, f"{plain}: compress them with benchmarks/compress_rows.py"
+    for name in names:
+        row = benchmark.read_row(os.path.join(runs, name))
         suite = {"config_files": [], "config": row["config"], "dataset": row["dataset"]}
         entry = {"model": row["model"], "config": {}, "label": row["model"]}
         spec = benchmark.run_spec(suite, entry, row["seed"])
-        if spec["hash"] != row["hash"] or not name.endswith(f"-{row['hash']}.json"):
+        if spec["hash"] != row["hash"] or not name.endswith(f"-{row['hash']}.json.gz"):
             stale.append(f"{name}: now {spec['hash']}")
     assert not stale, stale
 
@@ -328,12 +353,7 @@ def test_committed_rows_keep_their_run_identity():
 def test_llm_size_costs_come_from_manifests_else_from_the_ledger():
     """A fresh clone has the committed rows but not the semantic manifests (they live in the
     data root); the report then takes each row's cost from the committed ledger."""
-    import importlib.util
-
-    path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "report_llm_size.py")
-    spec = importlib.util.spec_from_file_location("report_llm_size", path)
-    report = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(report)
+    report = _script("report_llm_size")
     eimf = {"model": "EIMF", "label": "EIMF-REMI"}
     manifest = {
         "counts": {"typical_users": 46, "typical_users_from_llm": 38},

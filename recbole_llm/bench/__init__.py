@@ -42,6 +42,7 @@ _LAZY = {
     **dict.fromkeys(
         [
             "SCHEMA",
+            "ROW_SUFFIX",
             "SuiteError",
             "load_suite",
             "shared_config",
@@ -52,6 +53,9 @@ _LAZY = {
             "suite_specs",
             "state_path",
             "worker_log_path",
+            "find_row",
+            "read_row",
+            "row_bytes",
             "load_rows",
             "write_row",
             "entry_rows",

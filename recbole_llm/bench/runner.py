@@ -13,7 +13,9 @@ import tempfile
 import time
 
 from recbole_llm.bench.suite import (
+    find_row,
     load_rows,
+    read_row,
     row_path,
     shared_config,
     state_path,
@@ -59,7 +61,7 @@ def _tail(path, chars):
 def run_suite(suite, data_path=None, only=None, timeout=None, log=print, seeds=None):
     """Run every (run, seed) of a suite that has no results row yet; returns the rows."""
     specs = suite_specs(suite, only, seeds)
-    todo = [s for s in specs if not os.path.exists(row_path(suite, s))]
+    todo = [s for s in specs if find_row(suite, s) is None]
     log(f"suite {suite['name']}: {len(specs)} runs, {len(specs) - len(todo)} already done")
     if data_path is None and "data_path" not in shared_config(suite):
         data_path = os.path.abspath("dataset")  # RecBole's default root, from where we run
@@ -115,9 +117,8 @@ def suite_status(suite, only=None, seeds=None):
     for spec in suite_specs(suite, only, seeds):
         name = f"{spec['label']} seed {spec['seed']} ({spec['hash']})"
         holder = state_holder(state_path(spec))  # the pid training this run now, if any
-        if os.path.exists(row_path(suite, spec)):
-            with open(row_path(suite, spec), encoding="utf-8") as f:
-                row = json.load(f)
+        if find_row(suite, spec) is not None:
+            row = read_row(find_row(suite, spec))
             lines.append(
                 f"done         {name}: {split} {metric} {row[split].get(metric)}, "
                 f"{row['epochs']} epochs x {row['seconds_per_epoch']:.1f} s"

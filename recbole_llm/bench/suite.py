@@ -6,7 +6,9 @@ package version; it names the run's results row, so rows are shared by suites th
 and kept across reruns. See :mod:`recbole_llm.bench` for the suite format.
 """
 
+import gzip
 import hashlib
+import io
 import json
 import os
 import sys
@@ -20,6 +22,9 @@ from recbole_llm.paths import runs_dir
 from recbole_llm.utils import atomic_write
 
 SCHEMA = 1
+
+#: a results row's file name ends so; rows of older commits end in ``.json``
+ROW_SUFFIX = ".json.gz"
 
 
 class SuiteError(UserError):
@@ -190,9 +195,39 @@ def run_spec(suite, entry, seed):
 
 def row_path(suite, spec):
     """A run's results row. Rows are named by model, dataset, seed and config hash, not by the
-    suite's label, so suites that share a run (a backbone in two suites) share its row."""
-    name = f"{spec['model']}-{spec['dataset']}-seed{spec['seed']}-{spec['hash']}.json"
+    suite's label, so suites that share a run (a backbone in two suites) share its row. They are
+    gzipped JSON (``zcat`` shows one; most of a row is its per-user test metrics, one number per
+    user, which compress about 17x); a plain ``.json`` row beside it, as a worktree of an older
+    commit writes, is read the same (:func:`find_row`) until ``benchmarks/compress_rows.py``
+    compresses it."""
+    name = f"{spec['model']}-{spec['dataset']}-seed{spec['seed']}-{spec['hash']}{ROW_SUFFIX}"
     return os.path.join(suite["results_dir"], name)
+
+
+def find_row(suite, spec):
+    """The path of a run's row on disk (compressed, else plain ``.json``), or None."""
+    path = row_path(suite, spec)
+    legacy = path[: -len(ROW_SUFFIX)] + ".json"
+    return next((p for p in (path, legacy) if os.path.exists(p)), None)
+
+
+def read_row(path):
+    """A results row, from a gzipped (``.json.gz``) or plain JSON file."""
+    if path.endswith(".gz"):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            return json.load(f)
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def row_bytes(row):
+    """A row's file content: its JSON text (sorted keys, indent 1), gzipped with no name and no
+    time stamp, so the same row always gives the same bytes."""
+    text = json.dumps(row, indent=1, sort_keys=True).encode("utf-8")
+    buffer = io.BytesIO()
+    with gzip.GzipFile(fileobj=buffer, mode="wb", filename="", mtime=0, compresslevel=9) as f:
+        f.write(text)
+    return buffer.getvalue()
 
 
 def state_path(spec):
@@ -229,16 +264,19 @@ def load_rows(suite):
     rows = {}
     for entry in suite["runs"]:
         for seed in entry["seeds"]:
-            path = row_path(suite, run_spec(suite, entry, seed))
-            if os.path.exists(path):
-                with open(path, encoding="utf-8") as f:
-                    rows[(entry["label"], seed)] = json.load(f)
+            path = find_row(suite, run_spec(suite, entry, seed))
+            if path is not None:
+                rows[(entry["label"], seed)] = read_row(path)
     return rows
 
 
 def write_row(path, row):
-    """Write a results row atomically."""
-    atomic_write(path, lambda f: json.dump(row, f, indent=1, sort_keys=True))
+    """Write a results row atomically (gzipped where ``path`` ends in ``.gz``, see
+    :func:`row_bytes`)."""
+    if path.endswith(".gz"):
+        atomic_write(path, lambda f: f.write(row_bytes(row)), binary=True)
+    else:
+        atomic_write(path, lambda f: json.dump(row, f, indent=1, sort_keys=True))
 
 
 def entry_rows(rows, entry):
