@@ -41,6 +41,11 @@ EXTRAS_REQUIRE = {
     "llama_cpp": ["llama-cpp-python>=0.3"],
     # run_hyper.py --tool=ray: ray 2.6.3's tune reads its trial results with pyarrow
     "ray": ["pyarrow>=17,<18"],
+    # RecBole's LightGBM and XGBoost models (results/recbole-compat.md: measured with these)
+    "context": ["lightgbm>=4", "xgboost-cpu>=2"],
+    # RecBole's NCL clusters with faiss; KGAT/KGIN/MCCLK need dgl / torch_scatter, which have no
+    # wheel for our torch (recbole_llm/model/lookup.py OPTIONAL_PACKAGES says so when run)
+    "graph": ["faiss-cpu>=1.7"],
 }
 # the tests exercise every pure-Python extra (not llama_cpp, a 13-minute source build)
 EXTRAS_REQUIRE["test"] = ["pytest>=8", "black>=24", "ruff>=0.5"] + [

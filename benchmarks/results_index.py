@@ -27,6 +27,11 @@ OTHER_REPORTS = (
         "manifests: `python benchmarks/report_llm_size.py`",
     ),
     (
+        "recbole-compat.md",
+        "every model RecBole ships through our entry point, one epoch each: "
+        "`python benchmarks/recbole_compat.py`",
+    ),
+    (
         "efficiency.md",
         "speed of our entry point and of EIMF and LLM4SBR against their backbones, written from "
         "the output of `benchmarks/bench_entry_point.py`, `bench_semantics.py` and "

@@ -126,11 +126,20 @@ def fix_feature_models(model):
     - SASRecF sizes ``concat_layer`` for ``1 + sum(dataset.num(field))`` embeddings of a
       float_seq field (``sasrecf.py:45-52``), but its ``FeatureSeqEmbLayer`` gives one per
       selected field: the layer is rebuilt at the width it is fed (initialised as SASRecF
-      initialises its layers; without a float_seq feature nothing changes).
+      initialises its layers; without a float_seq feature nothing changes);
+    - KSR keeps its pre-trained relation vectors as ``relation_Matrix``, a float64 tensor
+      (``data/dataset/dataset.py:621`` fills preloaded weights into ``np.zeros``, float64;
+      ``ksr.py:92``), and multiplies it with its float32 sequence output (``ksr.py:153``:
+      ``RuntimeError: expected m1 and m2 to have the same dtype``): it is cast to float32.
 
     Returns True if SASRecF's layer was rebuilt."""
+    import torch
+    from recbole.model.sequential_recommender.ksr import KSR
     from recbole.model.sequential_recommender.sasrecf import SASRecF
     from torch import nn
+
+    if isinstance(model, KSR) and model.relation_Matrix.dtype != torch.float32:
+        model.relation_Matrix = model.relation_Matrix.float()
 
     layer = getattr(model, "feature_embed_layer", None)
     if layer is not None and hasattr(layer, "embed_float_seq_fields"):

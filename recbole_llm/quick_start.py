@@ -102,13 +102,15 @@ def train_and_test(config, saved=True, verbose=True):
         logger.info(set_color("FLOPs", "blue") + f": {flops}")
 
     epoch_tests = EpochTests(config, trainer, test_data) if config["test_every_epoch"] else None
+    # RecBole's LightGBM and XGBoost trainers (DecisionTreeTrainer.fit) take no callback_fn
+    hook = {"callback_fn": epoch_tests} if epoch_tests is not None else {}
     best_valid_score, best_valid_result = trainer.fit(
         train_data,
         valid_data,
         verbose=verbose,
         saved=saved,
         show_progress=config["show_progress"],
-        callback_fn=epoch_tests,
+        **hook,
     )
     test_result = trainer.evaluate(
         test_data, load_best_model=saved, show_progress=config["show_progress"]

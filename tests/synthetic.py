@@ -127,3 +127,54 @@ def write_synthetic_sessions(root, name="synth-session", source="synth", **kwarg
     folder = os.path.join(root, name)
     write_session_dataset(source_folder, source, folder, name)
     return folder
+
+
+#: RecBole's settings for the pre-trained entity and relation vectors of
+#: :func:`write_synthetic_knowledge` (KSR reads both, GRU4RecKG the entities)
+KG_VECTORS = {
+    "additional_feat_suffix": ["ent", "rel"],
+    "alias_of_entity_id": ["ent_id"],
+    "alias_of_relation_id": ["rel_id"],
+    "preload_weight": {"ent_id": "ent_emb", "rel_id": "rel_emb"},
+}
+
+
+def write_synthetic_knowledge(root, name="synth-kg", dim=64, **kwargs):
+    """The synthetic dataset with a knowledge graph: ``name.kg`` and ``name.link`` beside its
+    ``.inter`` and ``.item`` files, as RecBole's knowledge-aware models read them.
+
+    Each item is linked to its own entity, which points to an entity for each of its genres
+    (``film.genre``) and one for its decade (``film.decade``); two items in a row of a genre's
+    chain are ``film.sequel`` of each other, so the graph carries the signal the users follow.
+    ``name.ent`` and ``name.rel`` hold a seeded random ``dim``-vector per entity and relation,
+    standing in for the pre-trained KG embeddings KSR and GRU4RecKG read (:data:`KG_VECTORS`).
+    """
+    folder = write_synthetic_dataset(root, name, **kwargs)
+    with open(os.path.join(folder, f"{name}.item"), encoding="utf-8") as f:
+        rows = [line.rstrip("\n").split("\t") for line in f.readlines()[1:]]
+    triples, chains = [], {}
+    for item, _, year, genres in rows:
+        for genre in genres.split():
+            triples.append((f"e{item}", "film.genre", f"genre.{genre}"))
+        if genres:
+            chains.setdefault(genres.split()[0], []).append(item)
+        triples.append((f"e{item}", "film.decade", f"decade.{int(year) // 10 * 10}"))
+    for chain in chains.values():
+        triples += [(f"e{a}", "film.sequel", f"e{b}") for a, b in zip(chain, chain[1:])]
+    with open(os.path.join(folder, f"{name}.kg"), "w", encoding="utf-8") as f:
+        f.write("head_id:token\trelation_id:token\ttail_id:token\n")
+        f.writelines(f"{h}\t{r}\t{t}\n" for h, r, t in triples)
+    with open(os.path.join(folder, f"{name}.link"), "w", encoding="utf-8") as f:
+        f.write("item_id:token\tentity_id:token\n")
+        f.writelines(f"{item}\te{item}\n" for item, *_ in rows)
+    rng = random.Random(len(triples))
+    for suffix, names in (
+        ("ent", sorted({h for h, _, _ in triples} | {t for _, _, t in triples})),
+        ("rel", sorted({r for _, r, _ in triples})),
+    ):
+        with open(os.path.join(folder, f"{name}.{suffix}"), "w", encoding="utf-8") as f:
+            f.write(f"{suffix}_id:token\t{suffix}_emb:float_seq\n")
+            for entry in names:
+                vector = " ".join(f"{rng.gauss(0, 0.1):.4f}" for _ in range(dim))
+                f.write(f"{entry}\t{vector}\n")
+    return folder

@@ -7,6 +7,7 @@ here without importing anything above the model layer. Unknown names fail with t
 known names.
 """
 
+import ast
 import difflib
 import importlib
 import importlib.util
@@ -25,6 +26,51 @@ _RECBOLE_MODEL_SUBPACKAGES = (
     "exlib_recommender",
 )
 _CLASS_RE = re.compile(r"^class\s+(\w+)\s*[(:]", re.MULTILINE)
+
+
+#: RecBole's models that need a package recbole_llm does not install, and why (an extra when
+#: one installs it): ``get_model`` says so in one line instead of a traceback deep in training.
+OPTIONAL_PACKAGES = {
+    "LightGBM": ("lightgbm", "its trainer is LightGBM", "pip install 'recbole-llm[context]'"),
+    "XGBoost": ("xgboost", "its trainer is XGBoost", "pip install 'recbole-llm[context]'"),
+    "NCL": ("faiss", "it clusters users and items with faiss", "pip install 'recbole-llm[graph]'"),
+    "KGAT": (
+        "dgl",
+        "it builds its knowledge graph with dgl",
+        "no dgl on PyPI supports torch > 2.2.1 (dgl 2.1.0, the newest wheel, ships its "
+        "libraries for torch 2.0.0 to 2.2.1), so KGAT runs only with such a torch and dgl",
+    ),
+}
+for _name in ("KGIN", "MCCLK"):
+    OPTIONAL_PACKAGES[_name] = (
+        "torch_scatter",
+        "it aggregates the knowledge graph with torch_scatter",
+        "PyPI has no torch-scatter wheel, only its source, to be compiled against your torch "
+        "(pip install --no-build-isolation torch-scatter)",
+    )
+
+
+class MissingPackageError(UserError):
+    """A RecBole model whose optional package is missing or cannot be imported here."""
+
+
+def check_optional_package(model_name):
+    """Raise :class:`MissingPackageError` if RecBole's ``model_name`` needs a package
+    (:data:`OPTIONAL_PACKAGES`) that does not import here; the message names the model, the
+    package, why the model needs it and what to do."""
+    if model_name not in OPTIONAL_PACKAGES:
+        return
+    package, why, remedy = OPTIONAL_PACKAGES[model_name]
+    try:
+        importlib.import_module(package)  # a heavy optional library, only for this model
+    except ModuleNotFoundError:
+        problem = "which is not installed"
+    except Exception as err:  # an installed build that does not load (dgl without its torch)
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        problem = f"which does not import here ({type(err).__name__}: {first})"
+    else:
+        return
+    raise MissingPackageError(f"Model {model_name} needs {package} ({why}), {problem}; {remedy}.")
 
 
 class UnknownNameError(UserError):
@@ -78,6 +124,23 @@ def known_models():
     return ours + [name for name in theirs if name not in ours]
 
 
+def recbole_models():
+    """Every model RecBole ships, as ``{class name: sub-package}`` in the order of RecBole's
+    sub-packages: the names each ``recbole/model/<sub-package>/__init__.py`` imports (read, not
+    imported: exlib_recommender would import lightgbm and xgboost)."""
+    import recbole.model
+
+    base = os.path.dirname(recbole.model.__file__)
+    models = {}
+    for sub in _RECBOLE_MODEL_SUBPACKAGES:
+        with open(os.path.join(base, sub, "__init__.py"), encoding="utf-8") as f:
+            tree = ast.parse(f.read())
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom):
+                models.update((alias.asname or alias.name, sub) for alias in node.names)
+    return models
+
+
 def _recbole_model_module(model_name):
     """Import path of RecBole's module for ``model_name``, found on disk without importing the
     other sub-packages (RecBole's own lookup imports exlib_recommender, which needs lightgbm
@@ -99,6 +162,8 @@ def get_model(model_name):
     module_path = f"{_MODEL_PACKAGE}.{model_name.lower()}"
     if importlib.util.find_spec(module_path) is None:
         module_path = _recbole_model_module(model_name)
+        if module_path is not None:
+            check_optional_package(model_name)
     if module_path is not None:
         try:
             module = importlib.import_module(module_path)
