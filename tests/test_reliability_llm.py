@@ -25,7 +25,8 @@ from recbole_llm.config import Config
 from recbole_llm.errors import UserError
 from recbole_llm.semantic_step import load_or_create, run_pipeline
 from recbole_llm.semantics import files
-from recbole_llm.semantics.cache import EmbeddingCache, ReplyCache, request_key
+from recbole_llm.semantics.cache import ReplyCache, request_key
+from recbole_llm.semantics.embedding_cache import EmbeddingCache
 from recbole_llm.semantics.generator import CachedGenerator, LLMFailuresError
 from recbole_llm.semantics.models import LLMError
 from recbole_llm.semantics.openai_backend import OpenAIBackend, retry_after_seconds

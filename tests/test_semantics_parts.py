@@ -6,7 +6,8 @@ import os
 import numpy as np
 import pytest
 
-from recbole_llm.semantics.cache import EmbeddingCache, ReplyCache, request_key
+from recbole_llm.semantics.cache import ReplyCache, request_key
+from recbole_llm.semantics.embedding_cache import EmbeddingCache
 from recbole_llm.semantics.intents import localise
 from recbole_llm.semantics.parsing import parse_interests, parse_item_name
 from recbole_llm.semantics.text import render

@@ -1,17 +1,19 @@
-"""On-disk caches for LLM replies and text embeddings: append-only, crash-safe, resumable,
-shared safely by several processes.
+"""The on-disk cache of LLM replies: append-only, crash-safe, resumable, shared safely by
+several processes (the text embeddings' is :mod:`~recbole_llm.semantics.embedding_cache`).
 
 A reply is keyed by a hash of the whole request: the model's identity (the weights file's
 sha256 for local models, the served name for servers), the full chat messages and the decoding
 parameters, not the backend, so a reply made by one backend serves another running the same
-weights. An embedding is keyed by the encoder's identity and the text.
+weights.
 
 A run killed at any point (Ctrl-C or kill -9) loses at most what it was writing: a torn last
-line or row is dropped when the cache is opened again. A reply file is read as bytes and
-decoded line by line, so a line that is not a JSON object with a ``key`` and a ``text`` (or not
-UTF-8) is skipped and counted, with one warning naming the file. The embedding vectors are
-checked against their keys (count and hash, in ``meta.json``) when opened; a cache whose keys
-and vectors disagree is rebuilt, never read.
+line is dropped when the cache is opened again (or by the next append). A reply file is read
+as bytes and decoded line by line, so a line that is not a JSON object with a ``key`` and a
+``text`` (or not UTF-8) is skipped and counted, with one warning naming the file.
+
+Replies are not held in memory: the reply cache indexes where each key's line is
+(:mod:`~recbole_llm.semantics.reply_index`, 28 bytes a reply) and reads a line when its reply
+is used, so millions of cached replies cost tens of megabytes.
 
 Processes sharing a cache (``llm_shard``, or two runs at once) take ``flock`` locks on files
 beside it (Linux and macOS): appends and repairs are exclusive, and a process generating a
@@ -27,20 +29,25 @@ import os
 import time
 from logging import getLogger
 
-import numpy as np
-
+from recbole_llm.semantics.reply_index import ReplyIndex, is_entry
 from recbole_llm.utils import atomic_write
 
 #: Batches map onto this many claim files (two batches sharing one only wait for each other).
 CLAIM_SLOTS = 64
 
 
+#: The JSON of request keys and of cache lines: json.dumps's text with these options, from
+#: encoders made once (json.dumps makes one per call when given options).
+_KEY_JSON = json.JSONEncoder(sort_keys=True, ensure_ascii=False)
+_LINE_JSON = json.JSONEncoder(ensure_ascii=False)
+#: Bytes of a reply file read (and indexed) at once.
+READ_BLOCK = 1 << 24
+
+
 def request_key(model_identity, messages, decoding):
     """The cache key of one LLM request."""
-    payload = json.dumps(
-        {"model": model_identity, "messages": messages, "decoding": decoding},
-        sort_keys=True,
-        ensure_ascii=False,
+    payload = _KEY_JSON.encode(
+        {"model": model_identity, "messages": messages, "decoding": decoding}
     )
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
@@ -65,29 +72,36 @@ def file_lock(path, wait=True):
         os.close(fd)
 
 
-def _is_entry(entry):
-    return (
-        isinstance(entry, dict)
-        and isinstance(entry.get("key"), str)
-        and isinstance(entry.get("text"), str)
-    )
-
-
-def read_reply_lines(data):
-    """Entries from the complete lines of ``data`` (bytes): ``(entries by key, bytes used,
-    malformed lines)``. A tail without its newline (a torn write) is left unread."""
+def read_reply_lines(data, start=0):
+    """The reply entries among the complete lines of ``data`` (bytes found at byte ``start`` of
+    a file): ``([(key, offset, length)] in file order, bytes used, malformed lines)``. A tail
+    without its newline (a torn write) is left unread."""
     end = data.rfind(b"\n") + 1
-    entries, malformed = {}, 0
+    lines, malformed, at = [], 0, start
     for raw in data[:end].split(b"\n")[:-1]:
         try:
             entry = json.loads(raw.decode("utf-8"))
         except ValueError:  # UnicodeDecodeError is one
             entry = None
-        if _is_entry(entry):
-            entries[entry["key"]] = entry
+        if is_entry(entry):
+            lines.append((entry["key"], at, len(raw) + 1))
         else:
             malformed += 1
-    return entries, end, malformed
+        at += len(raw) + 1
+    return lines, end, malformed
+
+
+def complete_length(f):
+    """Bytes of the open binary file ``f`` up to the end of its last complete line."""
+    end = os.fstat(f.fileno()).st_size
+    while end > 0:
+        start = max(0, end - (1 << 20))
+        block = os.pread(f.fileno(), end - start, start)
+        cut = block.rfind(b"\n")
+        if cut >= 0:
+            return start + cut + 1
+        end = start
+    return 0
 
 
 def _warn_malformed(path, malformed):
@@ -100,34 +114,54 @@ def _warn_malformed(path, malformed):
 
 
 class ReplyCache:
-    """LLM replies in a JSON-lines file, plus optional read-only files (e.g. shipped replies)."""
+    """LLM replies in a JSON-lines file, plus optional read-only files (e.g. shipped replies).
+
+    Only the index of the replies is in memory (:class:`ReplyIndex`, 28 bytes a reply); an
+    entry is read from its file when asked for (:meth:`get`, or :meth:`find` and :meth:`read`
+    for many at once)."""
 
     def __init__(self, path, read_only_paths=()):
         self.path = path
         self.lock_path = path + ".lock"
-        self.entries = {}
+        self.index = ReplyIndex()
         self.malformed = 0  # lines skipped when reading, over every file
+        self._source = None  # the index's number of ``path``, once the file exists
         self._offset = 0  # bytes of ``path`` read so far (the file only grows)
         self._held = {}  # claim slot -> [its lock, batches holding it]
         for extra in read_only_paths:
-            with open(extra, "rb") as f:
-                entries, _, malformed = read_reply_lines(f.read())
+            _, malformed = self._scan(self.index.add_source(extra), 0)
             _warn_malformed(extra, malformed)
             self.malformed += malformed
-            self.entries.update(entries)
         self._drop_torn_tail()
         self.reload(warn=True)
 
+    def _scan(self, source, offset):
+        """Index the complete lines of ``source`` from byte ``offset`` on, a block at a time:
+        ``(the offset after the last complete line, malformed lines)``."""
+        fd, malformed, size = self.index.file(source).fileno(), 0, READ_BLOCK
+        while True:
+            data = os.pread(fd, size, offset)
+            lines, used, bad = read_reply_lines(data, offset)
+            if not used:
+                if len(data) < size:  # the end, or a torn tail
+                    return offset, malformed
+                size *= 2  # a line longer than the block
+                continue
+            self.index.add(source, lines)
+            malformed, offset, size = malformed + bad, offset + used, READ_BLOCK
+
     def reload(self, warn=False):
         """Read the lines other processes appended to the file since it was last read."""
-        if not os.path.exists(self.path):
+        if self._source is None:
+            if not os.path.exists(self.path):
+                return
+            self._source = self.index.add_source(self.path)
+        elif not self.index.same_file(self._source):
+            self.index.reopen(self._source)  # rewritten by put_all: the same lines, and more
+        if os.fstat(self.index.file(self._source).fileno()).st_size == self._offset:
             return
-        with open(self.path, "rb") as f:
-            f.seek(self._offset)
-            entries, used, malformed = read_reply_lines(f.read())
-        self._offset += used
+        self._offset, malformed = self._scan(self._source, self._offset)
         self.malformed += malformed
-        self.entries.update(entries)
         if warn or malformed:
             _warn_malformed(self.path, malformed)
 
@@ -138,13 +172,13 @@ class ReplyCache:
             return
         with file_lock(self.lock_path):
             with open(self.path, "rb+") as f:
-                data = f.read()
-                if data and not data.endswith(b"\n"):
-                    cut = data.rfind(b"\n") + 1
+                size = os.fstat(f.fileno()).st_size
+                cut = complete_length(f)
+                if cut < size:
                     f.truncate(cut)
                     getLogger().info(
                         f"Reply cache '{self.path}': dropped a torn last line of "
-                        f"{len(data) - cut} bytes (an interrupted write)"
+                        f"{size - cut} bytes (an interrupted write)"
                     )
 
     def _ends_complete(self):
@@ -156,13 +190,24 @@ class ReplyCache:
             return f.read(1) == b"\n"
 
     def __contains__(self, key):
-        return key in self.entries
+        return self.index.find([key])[0][0] >= 0
 
     def __len__(self):
-        return len(self.entries)
+        return len(self.index)
 
     def get(self, key):
-        return self.entries.get(key)
+        """The entry of ``key`` (a dict with its ``text``), or None."""
+        where, length = self.index.find([key])
+        return self.index.read(where[0], length[0], key) if where[0] >= 0 else None
+
+    def find(self, keys):
+        """Where the entries of ``keys`` are: ``(where, length)`` arrays, ``where`` -1 for a key
+        not cached; :meth:`read` reads one."""
+        return self.index.find(keys)
+
+    def read(self, where, length):
+        """The entry at a location :meth:`find` gave."""
+        return self.index.read(where, length)
 
     @contextlib.contextmanager
     def claim(self, keys, wait=True):
@@ -202,20 +247,40 @@ class ReplyCache:
             held[0].__exit__(None, None, None)
 
     def put_many(self, entries):
-        """Append entries (dicts with ``key`` and ``text``) and make them durable."""
+        """Append entries (dicts with ``key`` and ``text``) and make them durable. What other
+        processes appended meanwhile is read first, and a torn tail a killed writer left is
+        cut (under the lock no writer is live), so the new lines are indexed where they are
+        written without reading them back."""
         if not entries:
             return
         os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-        lines = []
-        for entry in entries:
-            entry = {"created": time.strftime("%Y-%m-%dT%H:%M:%S"), **entry}
-            self.entries[entry["key"]] = entry
-            lines.append(json.dumps(entry, ensure_ascii=False) + "\n")
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
+        lines = [
+            (_LINE_JSON.encode({"created": stamp, **entry}) + "\n").encode("utf-8")
+            for entry in entries
+        ]
         with file_lock(self.lock_path):
+            self.reload()
             with open(self.path, "ab") as f:
-                f.write("".join(lines).encode("utf-8"))
+                start = os.fstat(f.fileno()).st_size
+                if start > self._offset:  # a torn tail past the complete lines
+                    f.truncate(self._offset)
+                    getLogger().info(
+                        f"Reply cache '{self.path}': dropped a torn last line of "
+                        f"{start - self._offset} bytes (an interrupted write)"
+                    )
+                    start = self._offset
+                f.write(b"".join(lines))
                 f.flush()
                 os.fsync(f.fileno())
+            if self._source is None:
+                self._source = self.index.add_source(self.path)
+            located, at = [], start
+            for entry, line in zip(entries, lines):
+                located.append((entry["key"], at, len(line)))
+                at += len(line)
+            self.index.add(self._source, located)
+            self._offset = at
 
     def put_all(self, entries):
         """Add entries all at once or not at all (an import): the file is rewritten whole, its
@@ -226,157 +291,21 @@ class ReplyCache:
             return
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S")
         new = "".join(
-            json.dumps({"created": stamp, **entry}, ensure_ascii=False) + "\n" for entry in entries
+            _LINE_JSON.encode({"created": stamp, **entry}) + "\n" for entry in entries
         ).encode("utf-8")
         with file_lock(self.lock_path):
-            data = b""
-            if os.path.exists(self.path):
-                with open(self.path, "rb") as f:
-                    data = f.read()
-            data = data[: data.rfind(b"\n") + 1]  # a torn tail goes, as on opening
 
             def write(f):
-                f.write(data + new)
+                if os.path.exists(self.path):
+                    with open(self.path, "rb") as old:
+                        left = complete_length(old)  # a torn tail goes, as on opening
+                        while left:
+                            block = old.read(min(left, READ_BLOCK))
+                            f.write(block)
+                            left -= len(block)
+                f.write(new)
                 f.flush()
                 os.fsync(f.fileno())
 
             atomic_write(self.path, write, binary=True)
         self.reload()
-
-
-def text_key(text):
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _keys_digest(keys):
-    return hashlib.sha256("".join(k + "\n" for k in keys).encode("utf-8")).hexdigest()
-
-
-class EmbeddingCache:
-    """Embeddings of texts for one encoder: ``vectors.f32`` rows and ``keys.txt`` lines, one
-    key per row, with ``meta.json`` holding the dimension, the row count and a hash of the
-    keys. Opening it checks that the files agree; a cache whose keys do not match their
-    hash (a stray, missing or edited line would shift every vector onto another text), or one
-    that predates the check, is emptied and rebuilt with a warning naming the file."""
-
-    def __init__(self, folder, dim):
-        self.folder = folder
-        self.dim = dim
-        os.makedirs(folder, exist_ok=True)
-        self.vectors_path = os.path.join(folder, "vectors.f32")
-        self.keys_path = os.path.join(folder, "keys.txt")
-        self.meta_path = os.path.join(folder, "meta.json")
-        self.lock_path = os.path.join(folder, "lock")
-        with file_lock(self.lock_path):
-            self.keys = self._open()
-        self.index = {}
-        for row, key in enumerate(self.keys):
-            self.index.setdefault(key, row)
-
-    def _read_meta(self):
-        if not os.path.exists(self.meta_path):
-            return None
-        try:
-            with open(self.meta_path, encoding="utf-8") as f:
-                meta = json.load(f)
-        except ValueError:
-            return {}
-        return meta if isinstance(meta, dict) else {}
-
-    def _write_meta(self, keys):
-        meta = {"dim": self.dim, "rows": len(keys), "keys_sha256": _keys_digest(keys)}
-        atomic_write(self.meta_path, lambda f: json.dump(meta, f))
-
-    def _read_keys(self):
-        if not os.path.exists(self.keys_path):
-            return []
-        with open(self.keys_path, "rb") as f:
-            data = f.read()
-        lines = data[: data.rfind(b"\n") + 1].split(b"\n")[:-1]
-        return [line.decode("utf-8", "replace") for line in lines]
-
-    def _rows_on_disk(self):
-        if not os.path.exists(self.vectors_path):
-            return 0
-        return os.path.getsize(self.vectors_path) // (4 * self.dim)
-
-    def _open(self):
-        """The keys of the verified rows, after cutting what an interrupted append left."""
-        meta = self._read_meta()
-        if meta is not None and "dim" in meta and meta["dim"] != self.dim:
-            raise ValueError(
-                f"Embedding cache '{self.folder}' holds {meta['dim']}-d vectors, not {self.dim}"
-            )
-        keys, vector_rows = self._read_keys(), self._rows_on_disk()
-        rows = (meta or {}).get("rows")
-        problem = None
-        if not keys and not vector_rows:
-            rows = 0  # nothing to check (new, or emptied)
-        elif not isinstance(rows, int) or "keys_sha256" not in meta:
-            problem = (
-                "has no row count and key hash (made by an older version, or meta.json is "
-                "damaged)"
-            )
-        elif len(keys) < rows or vector_rows < rows:
-            problem = (
-                f"holds {len(keys)} keys and {vector_rows} vectors, fewer than the {rows} rows "
-                "recorded in meta.json"
-            )
-        elif _keys_digest(keys[:rows]) != meta["keys_sha256"]:
-            problem = "has keys that do not match their recorded hash (was keys.txt edited?)"
-        if problem:
-            getLogger().warning(
-                f"Embedding cache '{self.keys_path}' {problem}; its keys and vectors cannot be "
-                "trusted to line up, so it is emptied and rebuilt (texts are encoded again)."
-            )
-            rows = 0
-        keys = keys[:rows]
-        # what an interrupted append left past the recorded rows is cut, in both files
-        key_bytes = len("".join(k + "\n" for k in keys).encode("utf-8"))
-        for path, size in ((self.vectors_path, rows * 4 * self.dim), (self.keys_path, key_bytes)):
-            if not os.path.exists(path) or os.path.getsize(path) != size:
-                with open(path, "ab") as f:
-                    f.truncate(size)
-        if rows == 0:
-            self._write_meta(keys)
-        return keys
-
-    def __len__(self):
-        return len(self.index)
-
-    def lookup(self, keys):
-        """``(vectors [n, dim] with zeros where missing, found mask [n])``."""
-        found = np.array([k in self.index for k in keys], dtype=bool)
-        vectors = np.zeros((len(keys), self.dim), dtype=np.float32)
-        if found.any():
-            count = len(self.keys) * self.dim
-            stored = np.fromfile(self.vectors_path, dtype=np.float32, count=count)
-            stored = stored.reshape(-1, self.dim)
-            rows = [self.index[k] for k, hit in zip(keys, found) if hit]
-            vectors[found] = stored[rows]
-        return vectors, found
-
-    def add(self, keys, vectors):
-        """Append new vectors (rows of ``vectors``) under ``keys``; rows another process
-        appended meanwhile are read first, so every process's rows stay in line."""
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        with file_lock(self.lock_path):
-            self.keys = self._open()
-            self.index = {}
-            for row, key in enumerate(self.keys):
-                self.index.setdefault(key, row)
-            new = [i for i, key in enumerate(keys) if key not in self.index]
-            keys, vectors = [keys[i] for i in new], vectors[new]
-            with open(self.vectors_path, "ab") as f:
-                f.write(vectors.tobytes())
-                f.flush()
-                os.fsync(f.fileno())
-            with open(self.keys_path, "ab") as f:
-                f.write("".join(k + "\n" for k in keys).encode("utf-8"))
-                f.flush()
-                os.fsync(f.fileno())
-            start = len(self.keys)
-            self.keys = self.keys + list(keys)
-            self._write_meta(self.keys)
-        for offset, key in enumerate(keys):
-            self.index.setdefault(key, start + offset)

@@ -12,7 +12,7 @@ import numpy as np
 
 from recbole_llm import assets
 from recbole_llm.paths import cache_root
-from recbole_llm.semantics.cache import EmbeddingCache, text_key
+from recbole_llm.semantics.embedding_cache import EmbeddingCache, text_key
 from recbole_llm.semantics.models import weights_identity
 
 DEFAULT_ENCODER = "all-MiniLM-L6-v2"
