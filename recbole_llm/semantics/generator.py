@@ -8,11 +8,14 @@ message, and more failures than ``llm_max_failure_ratio`` allows raise
 :class:`LLMFailuresError` once every request was tried.
 """
 
+import collections
 import json
 import os
 import threading
 import time
 from logging import getLogger
+
+import numpy as np
 
 from recbole_llm.keys import SEMANTIC_CHOICES
 from recbole_llm.paths import cache_root, shipped_path
@@ -29,6 +32,16 @@ from recbole_llm.semantics.openai_backend import OpenAIBackend
 from recbole_llm.utils import atomic_write
 
 BACKENDS = SEMANTIC_CHOICES["llm_backend"]
+#: Requests a generation pass holds at once: their prompts, keys and replies (rounded to whole
+#: batches). Beyond a chunk a request costs 12 bytes: where its reply is in the cache.
+CHUNK_REQUESTS = 1 << 16
+MISSING, FAILED = -1, -2  # a request's place in the cache when it has none
+
+
+def spans(total, batch_size, chunk_requests):
+    """``(start, stop)`` of the chunks of ``total`` requests: whole batches, from the first."""
+    step = max(1, chunk_requests // batch_size) * batch_size
+    return [(start, min(start + step, total)) for start in range(0, total, step)]
 
 
 class LLMFailuresError(LLMError):
@@ -116,7 +129,8 @@ class CachedGenerator:
     (``independent_requests``) is asked only a batch's missing requests (the ones that failed),
     through a window of requests in flight that spans batches
     (:class:`~recbole_llm.semantics.inflight.GenerationPass`), so an interrupted run loses at
-    most the requests in flight and queued.
+    most the requests in flight and queued. Requests are handled a chunk at a time
+    (:meth:`run_in_chunks`), so memory does not grow with their number.
 
     Several processes may share the cache: a process generating a batch holds its claim
     (:meth:`ReplyCache.claim`), and another one that wants the same batch does its other
@@ -163,54 +177,88 @@ class CachedGenerator:
         reply file another run can read (``llm_reply_files``); the file is replaced whole,
         never left half-written. Returns the numbers written and missing (requests that failed
         are not cached)."""
-        entries = [self.cache.get(k) for k in dict.fromkeys(self.keys(requests))]
-        found = [e for e in entries if e is not None]
-        lines = "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in found)
-        atomic_write(path, lambda f: f.write(lines))
-        return len(found), len(entries) - len(found)
+        seen, counts = set(), [0, 0]
+
+        def write(f):
+            for start, stop in spans(len(requests), 1, CHUNK_REQUESTS):
+                keys = [k for k in dict.fromkeys(self.keys(requests[start:stop])) if k not in seen]
+                seen.update(keys)
+                where, length = self.cache.find(keys)
+                for at, size in zip(where, length):
+                    if at < 0:
+                        counts[1] += 1
+                        continue
+                    f.write(json.dumps(self.cache.read(at, size), ensure_ascii=False) + "\n")
+                    counts[0] += 1
+
+        atomic_write(path, write)
+        return tuple(counts)
 
     def keys(self, requests):
         return [request_key(self.identity, messages, self.decoding) for messages in requests]
 
-    def run(
+    def run(self, requests, batch_size, description="LLM", **options):
+        """Replies (:class:`Generation`) for every request, plus :class:`GenerationStats`: the
+        replies of :meth:`run_in_chunks` in one list (``options`` are its own)."""
+        replies = []
+        stats = self.run_in_chunks(
+            requests, batch_size, lambda start, chunk: replies.extend(chunk), description, **options
+        )
+        return replies, stats
+
+    def run_in_chunks(
         self,
         requests,
         batch_size,
+        on_chunk,
         description="LLM",
         shard=None,
         max_failure_ratio=None,
         known_failures=None,
+        chunk_requests=None,
     ):
-        """Replies (:class:`Generation`) for every request, plus :class:`GenerationStats`.
+        """Hand every request's reply (:class:`Generation`) to ``on_chunk(start, replies)``,
+        chunk by chunk in request order; returns :class:`GenerationStats`.
+
+        ``requests`` is a sequence (a lazy one builds each chunk's prompts when sliced): a chunk
+        of ``chunk_requests`` (default :data:`CHUNK_REQUESTS`, rounded to whole batches, so the batches are those of one pass
+        over all requests) has its prompts, keys and replies in memory at once; beyond it a
+        request costs 12 bytes (where its reply is). A first pass finds what is cached, so the
+        progress bar's total and ETA count only the prompts to generate.
 
         Every missing request is tried; failed ones are not cached and are logged by class.
         With ``max_failure_ratio`` set, more failed requests than that share of ``requests``
-        raise :class:`LLMFailuresError` (after the successes were cached). ``known_failures``
-        (``{key: failed Generation}``, e.g. the failed lines of an imported batch) count as this
-        run's failures instead of being asked.
+        raise :class:`LLMFailuresError` (after the successes were cached, and after the last
+        chunk was handed on: ``on_chunk`` must keep what it is given until the run returns).
+        ``known_failures`` (``{key: failed Generation}``, e.g. the failed lines of an imported
+        batch) count as this run's failures instead of being asked. A shard hands on nothing
+        before every reply is there (:class:`ShardDone` otherwise).
         """
         from tqdm import tqdm
 
-        keys = self.keys(requests)
-        stats = GenerationStats(requests=len(requests))
-        results = [None] * len(requests)
-        fresh = set(keys) if self.refresh else set()
+        total = len(requests)
+        stats = GenerationStats(requests=total)
         known_failures = known_failures or {}
-        todo_batches, preset = [], 0
-        for start in range(0, len(requests), batch_size):
-            batch = range(start, min(start + batch_size, len(requests)))
-            for i in batch:
-                entry = self.cache.get(keys[i])
-                if entry is not None and keys[i] not in fresh:
-                    results[i] = from_cache(entry)
-                elif keys[i] in known_failures:
-                    results[i], preset = known_failures[keys[i]], preset + 1
-            mine = shard is None or (start // batch_size) % shard[1] == shard[0]
-            if mine and any(results[i] is None for i in batch):
-                todo_batches.append(batch)
-        todo = sum(len(b) for b in todo_batches)
+        chunks = spans(total, batch_size, chunk_requests or CHUNK_REQUESTS)
+        where = np.full(total, MISSING, dtype=np.int64)  # a reply's place in the cache
+        length = np.zeros(total, dtype=np.uint32)
+        failed_at, todo_batches = {}, []  # request -> its failed reply; (start, stop)
+        for start, stop in chunks:
+            keys = self.keys(requests[start:stop])
+            if not self.refresh:
+                where[start:stop], length[start:stop] = self.cache.find(keys)
+            for i, key in enumerate(keys, start):
+                if where[i] < 0 and key in known_failures:
+                    where[i], failed_at[i] = FAILED, known_failures[key]
+            for low in range(start, stop, batch_size):
+                high = min(low + batch_size, stop)
+                mine = shard is None or (low // batch_size) % shard[1] == shard[0]
+                if mine and (where[low:high] == MISSING).any():
+                    todo_batches.append((low, high))
+        preset = len(failed_at)
+        todo = sum(high - low for low, high in todo_batches)
         if todo:
-            getLogger().info(first_run_message(description, todo, len(requests), self.identity))
+            getLogger().info(first_run_message(description, todo, total, self.identity))
         if todo_batches:  # load the model first: loading is not generation
             load_start = time.perf_counter()
             self.backend  # noqa: B018
@@ -219,32 +267,81 @@ class CachedGenerator:
         bar = tqdm(
             total=todo, desc=description, unit="prompt", disable=not self.progress or not todo
         )
-        generation = GenerationPass(
-            self, requests, keys, results, fresh, stats, bar, failed=known_failures
-        )
-        if todo_batches:
-            generation.generate(todo_batches, self.backend, description)
+        failed_now, refreshed = dict(known_failures), set()  # refreshed: only with refresh
+        pending = collections.deque(todo_batches)
+        for start, stop in chunks:
+            batches = []
+            while pending and pending[0][0] < stop:
+                low, high = pending.popleft()
+                batches.append(range(low - start, high - start))
+            results = [None] * (stop - start)
+            if batches:
+                chunk = requests[start:stop]
+                keys = self.keys(chunk)
+                fresh = {k for k in keys if k not in refreshed} if self.refresh else set()
+                generation = GenerationPass(
+                    self, chunk, keys, results, fresh, stats, bar, failed=failed_now
+                )
+                generation.generate(batches, self.backend, description)
+                failed_now = generation.failed_now
+                refreshed.update(k for k in keys if self.refresh and k not in fresh)
+                for batch in batches:
+                    failed_at.update((start + i, results[i]) for i in batch if results[i].error)
+            if shard is None:  # handed on at once (a shard waits for the others' replies)
+                on_chunk(start, self._fill(results, start, where, length, failed_at, stats))
         bar.close()
         stats.wall_seconds = time.perf_counter() - started
-        for reply in results:
-            if reply is not None and not reply.error:
-                stats.total_prompt_tokens += reply.prompt_tokens
-                stats.total_completion_tokens += reply.completion_tokens
-                stats.total_seconds += reply.seconds
-                by_backend = stats.replies_by_backend
-                by_backend[reply.backend] = by_backend.get(reply.backend, 0) + 1
         stats.cached = stats.requests - stats.calls - preset
-        for reply in results:
-            if reply is not None and reply.error:
-                stats.count_failure(reply)
+        if shard is not None:
+            for i in sorted(failed_at):
+                stats.count_failure(failed_at[i])
         self._check_failures(stats, description, max_failure_ratio, preset)
-        if shard is not None and any(reply is None for reply in results):
-            self.cache.reload()  # the other shards may have finished meanwhile
-            for i, reply in enumerate(results):
-                entry = self.cache.get(keys[i]) if reply is None else None
-                if entry is not None:
-                    results[i] = from_cache(entry)
-        missing = sum(reply is None for reply in results)
+        if shard is not None:
+            self._finish_shard(
+                requests, chunks, where, length, failed_at, shard, description, stats
+            )
+            for start, stop in chunks:
+                results = [None] * (stop - start)
+                self._fill(results, start, where, length, failed_at, stats, count=False)
+                on_chunk(start, results)
+        return stats
+
+    def _fill(self, results, start, where, length, failed_at, stats, count=True):
+        """A chunk's replies: those just generated, the rest from the cache or this run's
+        failures; each one accounted in ``stats`` (its failures only with ``count``)."""
+        for i, reply in enumerate(results):
+            if reply is None:
+                at = start + i
+                reply = results[i] = (
+                    from_cache(self.cache.read(where[at], length[at]))
+                    if where[at] >= 0
+                    else failed_at[at]
+                )
+            if reply.error:
+                if count:
+                    stats.count_failure(reply)
+                continue
+            stats.total_prompt_tokens += reply.prompt_tokens
+            stats.total_completion_tokens += reply.completion_tokens
+            stats.total_seconds += reply.seconds
+            by_backend = stats.replies_by_backend
+            by_backend[reply.backend] = by_backend.get(reply.backend, 0) + 1
+        return results
+
+    def _finish_shard(self, requests, chunks, where, length, failed_at, shard, description, stats):
+        """Find the other shards' replies in the cache (they may have finished meanwhile), or
+        raise :class:`ShardDone` if some are not there yet."""
+        self.cache.reload()
+        missing = 0
+        for start, stop in chunks:
+            lacking = [
+                i for i in np.flatnonzero(where[start:stop] < 0) + start if i not in failed_at
+            ]
+            if not lacking:
+                continue
+            keys = self.keys(requests[start:stop])
+            where[lacking], length[lacking] = self.cache.find([keys[i - start] for i in lacking])
+            missing += int((where[lacking] < 0).sum())
         if missing:
             raise ShardDone(
                 f"{description}: shard {shard[0]}/{shard[1]} is done ({stats.calls} prompts "
@@ -252,7 +349,6 @@ class CachedGenerator:
                 "shards' and not in the cache yet. When every shard has finished, run the same "
                 "command without llm_shard to write the semantic files."
             )
-        return results, stats
 
     def _check_failures(self, stats, description, max_failure_ratio, preset=0):
         """Log each class of failure with a sample; raise past ``max_failure_ratio``.

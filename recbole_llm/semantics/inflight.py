@@ -82,13 +82,13 @@ def _done(replies):
 
 
 class GenerationPass:
-    """The state of one :meth:`CachedGenerator.run
-    <recbole_llm.semantics.generator.CachedGenerator.run>`: the replies so far (``results``,
-    filled in place), the prompts that failed this run, the batches in flight.
+    """The state of one chunk of :meth:`CachedGenerator.run_in_chunks
+    <recbole_llm.semantics.generator.CachedGenerator.run_in_chunks>`: the chunk's replies so
+    far (``results``, filled in place), the prompts that failed this run, the batches in flight.
 
     Batches are claimed in the cache (:meth:`ReplyCache.acquire`) while they are generated; a
-    batch another process holds is left for the end, and waited for only once this pass holds
-    no claim (so two processes never wait for each other).
+    batch another process holds is left for the end of the chunk, and waited for only once this
+    pass holds no claim (so two processes never wait for each other).
     """
 
     def __init__(self, generator, requests, keys, results, fresh, stats, bar, failed=None):
@@ -109,14 +109,16 @@ class GenerationPass:
         this run, nor one a batch in flight asks already); for batched decoding the whole batch,
         as an uninterrupted run forms it."""
         self.cache.reload()
-        if not any(self.wanted(i) for i in batch):
+        where, _ = self.cache.find([self.keys[i] for i in batch])  # one look-up a batch
+        wanted = [at < 0 or self.keys[i] in self.fresh for i, at in zip(batch, where)]
+        if not any(wanted):
             return []
         if not independent:
             return list(batch)
         asked = {}
-        for i in batch:
+        for i, want in zip(batch, wanted):
             key = self.keys[i]
-            if self.wanted(i) and key not in self.failed_now and key not in self.in_flight:
+            if want and key not in self.failed_now and key not in self.in_flight:
                 asked.setdefault(key, i)
         self.in_flight.update(asked)
         return list(asked.values())

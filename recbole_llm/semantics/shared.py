@@ -47,21 +47,22 @@ def export_replies(config, generator, requests):
         getLogger().warning(f"{missing} requests failed and have no reply in {path}")
 
 
-def ask(config, generator, requests, label):
+def ask(config, generator, requests, label, on_chunk=None):
     """Every request's reply through the cached generator, with the configured batch size,
     shard and failure bound, after the batch exchange (``llm_import_batch`` read into the
     cache; with ``llm_backend: batch``, the missing prompts written to a batch file, which
-    stops the step); then ``llm_export_replies``. Returns ``(replies, stats)``."""
+    stops the step); then ``llm_export_replies``. Returns ``(replies, stats)``; with
+    ``on_chunk`` the replies go to ``on_chunk(start, replies)`` a chunk at a time instead
+    (:meth:`~recbole_llm.semantics.generator.CachedGenerator.run_in_chunks`), and None is
+    returned in their place."""
     ratio = max_failure_ratio(config)
     known_failures = batch.exchange(config, generator, requests, label, ratio)
-    replies, stats = generator.run(
-        requests,
-        config["llm_batch_size"],
-        label,
-        shard=shard_of(config),
-        max_failure_ratio=ratio,
-        known_failures=known_failures,
-    )
+    options = dict(shard=shard_of(config), max_failure_ratio=ratio, known_failures=known_failures)
+    size = config["llm_batch_size"]
+    if on_chunk is None:
+        replies, stats = generator.run(requests, size, label, **options)
+    else:
+        replies, stats = None, generator.run_in_chunks(requests, size, on_chunk, label, **options)
     export_replies(config, generator, requests)
     return replies, stats
 

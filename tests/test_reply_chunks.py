@@ -1,0 +1,201 @@
+"""The reply cache's index and the generator's chunks give what one pass over a dict gave:
+the same replies, batches, statistics and shards in chunks of any size, no slice of the
+requests larger than a chunk, later lines replacing earlier ones, and fingerprints that share
+their first half told apart."""
+
+import collections.abc
+import json
+
+import numpy as np
+import pytest
+
+from recbole_llm.semantics import reply_index
+from recbole_llm.semantics.backends import Generation
+from recbole_llm.semantics.cache import ReplyCache
+from recbole_llm.semantics.generator import CachedGenerator, ShardDone
+
+DECODING = {"max_new_tokens": 8, "greedy": True}
+
+
+def messages(text):
+    return [{"role": "user", "content": text}]
+
+
+class Echo:
+    """A batched backend whose reply names its prompt and the batch it came in (so other
+    batches would show); prompts containing 'fail' fail."""
+
+    name = "echo"
+
+    def __init__(self):
+        self.batches = []
+
+    def generate(self, batch, decoding):
+        prompts = [m[0]["content"] for m in batch]
+        self.batches.append(prompts)
+        return [
+            (
+                Generation("", error=f"refused {p}", failure="refused")
+                if "fail" in p
+                else Generation(f"{p} | {prompts[0]} x {len(prompts)}", len(p), 2, 0.5)
+            )
+            for p in prompts
+        ]
+
+
+class Requests(collections.abc.Sequence):
+    """Requests that record the slices the generator takes of them."""
+
+    def __init__(self, items):
+        self.items, self.sliced = items, []
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            self.sliced.append(len(self.items[index]))
+        return self.items[index]
+
+
+def requests_with_repeats(n=60):
+    texts = [f"p{(i * 7) % 23}" if i % 5 else f"fail {i % 4}" for i in range(n)]
+    return [messages(t) for t in texts]
+
+
+def generate(path, requests, chunk, refresh=False, **options):
+    backend = Echo()
+    generator = CachedGenerator(
+        lambda: backend,
+        "served:echo",
+        ReplyCache(path),
+        DECODING,
+        refresh,
+        progress=False,
+        backend_name="echo",
+    )
+    replies, stats = generator.run(Requests(requests), 4, chunk_requests=chunk, **options)
+    stats = {k: v for k, v in stats.as_dict().items() if not k.endswith("seconds")}
+    return [(r.text, r.error, r.backend) for r in replies], stats, backend.batches
+
+
+def test_chunks_of_any_size_give_one_passs_replies_batches_and_statistics(tmp_path):
+    requests = requests_with_repeats()
+
+    # one pass (the code before chunks gave these same replies, statistics and batches): a
+    # batch whose prompts earlier batches answered is not asked; the rest are asked whole
+    def three_runs(chunk):
+        path = str(tmp_path / f"chunks-{chunk}.jsonl")
+        # new, then all cached but the failures' batches (asked whole again), then refreshed
+        return [generate(path, requests, chunk, refresh=run == 2) for run in range(3)]
+
+    whole = three_runs(len(requests))
+    assert [(r[1]["calls"], r[1]["cached"], len(r[2])) for r in whole] == [
+        (56, 4, 14),
+        (48, 12, 12),
+        (56, 4, 14),
+    ]
+    assert whole[0][1]["failed"] == 12 and whole[0][1]["replies_by_backend"] == {"echo": 48}
+    for chunk in (1, 5, 8, 13):  # whole batches of 4: chunks of 4, 4, 8 and 12 requests
+        assert three_runs(chunk) == whole
+
+    lazy = Requests(requests)
+    backend = Echo()
+    CachedGenerator(
+        lambda: backend, "served:echo", ReplyCache(str(tmp_path / "l.jsonl")), DECODING
+    ).run(lazy, 4, chunk_requests=10)
+    assert max(lazy.sliced) == 8, "no slice of the requests beyond a chunk (whole batches)"
+
+
+def test_shards_in_chunks_wait_for_each_other_and_together_give_one_run(tmp_path):
+    requests = [messages(f"p{i}") for i in range(30)]
+    single = generate(str(tmp_path / "single.jsonl"), requests, 64)
+    shared = str(tmp_path / "shared.jsonl")
+    # batches of 4 in chunks of 8: shard 1 has batches 1, 3, 5 and 7 (the last one of 2)
+    with pytest.raises(ShardDone, match="shard 1/2 is done .14 prompts.*16 of 30 replies"):
+        generate(shared, requests, 8, shard=(1, 2))
+    replies, stats, batches = generate(shared, requests, 8, shard=(0, 2))
+    assert replies == single[0] and len(batches) == 4
+    assert stats["calls"] == 16 and stats["cached"] == 14
+    assert stats["total_prompt_tokens"] == single[1]["total_prompt_tokens"]
+
+
+def fill(path, count, offset=0):
+    cache = ReplyCache(path)
+    for start in range(0, count, 7):
+        cache.put_many(
+            [
+                {"key": f"k{i}", "text": f"t{i + offset}"}
+                for i in range(start, min(count, start + 7))
+            ]
+        )
+    return cache
+
+
+@pytest.mark.parametrize("halves", ["distinct", "one first half", "first half by length"])
+def test_the_index_finds_each_keys_latest_line_across_merges(tmp_path, monkeypatch, halves):
+    monkeypatch.setattr(reply_index, "MERGE_EVERY", 5)
+    if halves != "distinct":  # fingerprints whose first halves coincide: the second decides
+        real = reply_index.fingerprints
+
+        def weak(keys):
+            pair = real(keys).copy()
+            pair[:, 0] = 3 if halves == "one first half" else [len(k) for k in keys]
+            return pair
+
+        monkeypatch.setattr(reply_index, "fingerprints", weak)
+    shipped = tmp_path / "shipped.jsonl"
+    lines = [{"key": "a", "text": "old a"}, {"key": "b", "text": "b"}, {"key": "a", "text": "a"}]
+    shipped.write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    path = str(tmp_path / "replies.jsonl")
+    cache = fill(path, 40)
+    cache.put_many([{"key": "k3", "text": "new k3"}, {"key": "b", "text": "ours"}])
+    reader = ReplyCache(path, read_only_paths=[str(shipped)])  # another process's view
+    for view in (cache, reader, ReplyCache(path, read_only_paths=[str(shipped)])):
+        assert view.get("k3")["text"] == "new k3" and view.get("k39")["text"] == "t39"
+        assert view.get("k40") is None and "k40" not in view and "k0" in view
+    assert len(cache) == 41 and len(reader) == 42  # the shipped 'a' is the reader's too
+    reopened = ReplyCache(path)  # every line merged into the sorted arrays
+    assert "a" not in reopened and reopened.get("a") is None  # by length, 'b' shares a half
+    assert reader.get("a")["text"] == "a" and reader.get("b")["text"] == "ours"
+    where, length = reader.find(["k7", "zz", "a"])
+    assert where[1] == -1 and reader.read(where[0], length[0])["text"] == "t7"
+
+    # an import rewrites the file and renames it into place: an open reader follows it
+    cache.put_all([{"key": f"k{i}", "text": f"import {i}"} for i in range(38, 45)])
+    reader.reload()
+    assert [reader.get(f"k{i}")["text"] for i in (37, 38, 44)] == ["t37", "import 38", "import 44"]
+    assert len(reader) == 42 + 5 and len(ReplyCache(path)) == 41 + 5
+
+
+def test_an_append_cuts_a_killed_writers_torn_tail_and_reads_others_lines_first(tmp_path):
+    path = str(tmp_path / "replies.jsonl")
+    ours, theirs = fill(path, 3), ReplyCache(path)
+    theirs.put_many([{"key": "theirs", "text": "x"}])
+    with open(path, "ab") as f:
+        f.write(b'{"key": "torn", "te')  # a kill -9 in the middle of their next write
+    ours.put_many([{"key": "ours", "text": "y"}])
+    assert ours.get("theirs")["text"] == "x" and ours.get("ours")["text"] == "y"
+    with open(path, "rb") as f:
+        data = f.read()
+    assert b"torn" not in data and data.endswith(b"\n")
+    assert len(ReplyCache(path)) == 5 and ReplyCache(path).malformed == 0
+
+
+def test_a_reply_read_back_must_be_the_line_indexed(tmp_path):
+    path = str(tmp_path / "replies.jsonl")
+    cache = fill(path, 3)
+    with open(path, "r+b") as f:
+        f.write(b"X")  # edited under a running step: the file must only grow
+    with pytest.raises(ValueError, match="changed under a running step"):
+        cache.get("k0")
+    with pytest.raises(ValueError, match="no longer the reply indexed"):
+        cache.index.read(*[a[0] for a in cache.find(["k1"])], key="k0")
+
+
+def test_fingerprints_are_stable_and_differ_by_key():
+    keys = [f"key {i}" for i in range(1000)] + ["\ud800 lone surrogate"]
+    pair = reply_index.fingerprints(keys)
+    assert pair.shape == (1001, 2) and pair.dtype == np.uint64
+    assert np.array_equal(pair, reply_index.fingerprints(keys))
+    assert len({(int(a), int(b)) for a, b in pair}) == 1001
