@@ -1,18 +1,22 @@
 """The semantic step's fast paths at scale give exactly what the paths they replace gave: the
 training histories without RecBole's augmentation, user vectors in chunks, typical users of
-float32 vectors, sample prefixes, localisation in blocks, and the block reader of semantic files.
-(Their speed is measured by benchmarks/bench_scale.py, not here.)"""
+float32 vectors, sample prefixes, localisation in blocks, the block reader of semantic files, and
+LLM4SBR's replies handled in chunks (the cache and generator's own tests are in
+test_reply_chunks.py). (Their speed is measured by benchmarks/bench_scale.py, not here.)"""
 
 import collections
+import json
 import os
+import re
+import zlib
 
 import numpy as np
 import pytest
 from synthetic import SESSION_FORMAT
 
 from recbole_llm.config import Config
-from recbole_llm.semantic_step import plain_dataset
-from recbole_llm.semantics import files, intents
+from recbole_llm.semantic_step import plain_dataset, run_pipeline
+from recbole_llm.semantics import files, generator, intents, prompts, shared
 from recbole_llm.semantics.history import (
     sample_prefixes,
     split_training_histories,
@@ -20,6 +24,8 @@ from recbole_llm.semantics.history import (
 )
 from recbole_llm.semantics.interests import user_text_vectors
 from recbole_llm.semantics.typical import select_typical_users
+
+OUTPUTS = ("intent", "itemtext")
 
 
 def write_ties(folder, name="ties"):
@@ -247,3 +253,72 @@ def test_block_reader_fails_as_read_table_does(tmp_path, line):
         with pytest.raises(files.SemanticsError) as new:
             list(files.read_columns(path, "itemtext", block_rows))
         assert str(new.value) == str(old.value)
+
+
+class NamingBackend:
+    """A batched LLM that names one of the items its prompt lists (or, for some prompts,
+    nothing a name can be read from), derived from the prompt alone."""
+
+    def generate(self, batch, decoding):
+        from recbole_llm.semantics.backends import Generation
+
+        replies = []
+        for messages in batch:
+            content = messages[-1]["content"]
+            listed = re.findall(r"^\d+\. (.*)_\d+$", content, flags=re.M)
+            pick = zlib.crc32(content.encode())
+            replies.append(Generation("" if pick % 4 == 0 else listed[pick % len(listed)]))
+        return replies
+
+
+def test_llm4sbr_files_made_in_chunks_are_those_of_one_pass(tmp_path, monkeypatch):
+    from synthetic import write_synthetic_sessions
+
+    write_synthetic_sessions(str(tmp_path / "data"), n_users=40, max_len=12)
+    monkeypatch.setattr(shared, "make_backend", lambda config: NamingBackend())
+
+    def made(cache, chunk):
+        monkeypatch.setattr(generator, "CHUNK_REQUESTS", chunk)
+        config = Config(
+            model="LLM4SBR",
+            dataset="synth-session",
+            config_dict={
+                "data_path": str(tmp_path / "data"),
+                "checkpoint_dir": str(tmp_path / "saved"),
+                **SESSION_FORMAT,
+                "text_fields": ["movie_title", "class"],
+                "semantics_cache_dir": str(tmp_path / cache),
+                "llm_backend": "openai",
+                "llm_model": "naming",
+                "llm_base_url": "http://127.0.0.1:9/v1",  # never asked: the backend is ours
+                "llm_batch_size": 3,
+                "show_progress": False,
+                "state": "ERROR",
+            },
+        )
+        manifest = json.load(open(run_pipeline(config, "llm4sbr")))
+        outputs = {kind: open(files.file_path(config, kind), "rb").read() for kind in OUTPUTS}
+        return outputs, manifest["counts"], manifest["generation"]["calls"]
+
+    whole, counts, calls = made("one-pass", 1 << 16)
+    samples = counts["samples"]
+    # some samples share a prompt; some replies name nothing (the last item stands in)
+    assert 100 < calls < 2 * samples and 0 < counts["intents_from_llm"]["long"] < samples
+    for chunk in (1, 8, 13):  # batches of 3: chunks of 3, 6 and 12 requests
+        assert made(f"chunks-{chunk}", chunk) == (whole, counts, calls), "new replies"
+        assert made(f"chunks-{chunk}", chunk) == (whole, counts, 0), "replies from the cache"
+
+
+def test_session_prompts_are_built_when_read_and_are_the_listed_ones():
+    recent = {"s1": [0, 2], "s2": [1], "s3": [2, 1, 0]}
+    quoted, views = ["Alpha", "Beta", "Gamma"], ["long", "short"]
+    lazy = intents.SessionPrompts(list(recent), recent, quoted, views)
+    listed = [
+        prompts.llm4sbr_messages([(quoted[i], i) for i in recent[k]], view)
+        for k in recent
+        for view in views
+    ]
+    assert len(lazy) == 6 and list(lazy) == listed and lazy[1:5] == listed[1:5]
+    assert lazy[-1] == listed[-1] and lazy[::2] == listed[::2]
+    with pytest.raises(IndexError):
+        lazy[6]  # noqa: B018

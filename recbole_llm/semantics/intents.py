@@ -7,6 +7,7 @@ top-r item ids and weights, or with ``intent_form: dense`` the vector itself).
 """
 
 import collections
+import collections.abc
 import time
 
 import numpy as np
@@ -112,6 +113,62 @@ def _cells(intents, views, j, tokens):
             yield parts[1][j]
 
 
+class SessionPrompts(collections.abc.Sequence):
+    """The step's requests, built when read: request ``j * len(views) + v`` is sample ``j``'s
+    prompt for view ``v`` over its ``recent`` items (so the generator holds one chunk's
+    prompts at a time, never all of them)."""
+
+    def __init__(self, keys, recent, quoted, views):
+        self.keys, self.recent, self.quoted, self.views = keys, recent, quoted, views
+
+    def __len__(self):
+        return len(self.keys) * len(self.views)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return [self._prompt(i) for i in range(*index.indices(len(self)))]
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return self._prompt(index % len(self))
+
+    def _prompt(self, index):
+        sample, view = divmod(index, len(self.views))
+        items = [(self.quoted[i], i) for i in self.recent[self.keys[sample]]]
+        return prompts.llm4sbr_messages(items, self.views[view])
+
+
+class Answers:
+    """What the step keeps of the replies, a chunk at a time (:meth:`add`): per view, each
+    sample's answered item name as a number (-1: none) and the distinct names in the order
+    samples first give them, and the failed requests."""
+
+    def __init__(self, samples, views):
+        self.width = len(views)
+        self.name_rows = [np.full(samples, -1, dtype=np.int64) for _ in views]
+        self.names = [{} for _ in views]  # name -> its number
+        self.failed = [0] * len(views)
+
+    def add(self, start, replies):
+        """Parse a chunk of replies (requests ``start``, ``start + 1``, ...); a text repeated
+        within the chunk is parsed once."""
+        parsed = {}
+        for index, reply in enumerate(replies, start):
+            sample, view = divmod(index, self.width)
+            if reply.error:
+                self.failed[view] += 1
+                continue
+            name = parsed.get(reply.text)
+            if name is None:
+                name = parsed[reply.text] = parse_item_name(reply.text)
+            if name:
+                numbers = self.names[view]
+                self.name_rows[view][sample] = numbers.setdefault(name, len(numbers))
+
+    def of(self, view):
+        """``(samples with an answer, distinct names)`` of ``view``."""
+        return np.flatnonzero(self.name_rows[view] >= 0), list(self.names[view])
+
+
 def _intent_views(config):
     views = list(config["intent_views"] or [])
     if (
@@ -164,29 +221,19 @@ def run_llm4sbr(config, make_dataset, refresh, start):
     from_llm = {view: 0 for view in views}
     failed = {view: 0 for view in views}
     if source == "llm":
-        quoted = texts.prompt_texts()
-        requests = [
-            prompts.llm4sbr_messages([(quoted[i], i) for i in recent[k]], view)
-            for k in keys
-            for view in views
-        ]
+        requests = SessionPrompts(keys, recent, texts.prompt_texts(), views)
+        answers = Answers(len(keys), views)
         generator = shared.make_generator(config, "llm4sbr", refresh)
-        replies, stats = shared.ask(config, generator, requests, "session intents")
-        names = [parse_item_name(r.text) if not r.error else "" for r in replies]
+        _, stats = shared.ask(config, generator, requests, "session intents", answers.add)
         for v, view in enumerate(views):
-            rows = [j for j in range(len(keys)) if names[j * len(views) + v]]
-            if rows:
-                wanted = [names[j * len(views) + v] for j in rows]
-                distinct = {name: None for name in wanted}
-                answers = encoder.encode(list(distinct))
-                position = {name: p for p, name in enumerate(distinct)}
-                answer_rows = np.fromiter(
-                    (position[name] for name in wanted), dtype=np.int64, count=len(wanted)
-                )
-                for part, located in zip(intents[view], locate(answers, answer_rows)):
-                    part[rows] = located
+            rows, names = answers.of(v)
+            if len(rows):
+                # each distinct answer encoded once, in the order the samples first give it
+                located = locate(encoder.encode(names), answers.name_rows[v][rows])
+                for part, values in zip(intents[view], located):
+                    part[rows] = values
             from_llm[view] = len(rows)
-            failed[view] = sum(bool(replies[j * len(views) + v].error) for j in range(len(keys)))
+            failed[view] = answers.failed[v]
 
     files.write_table(files.file_path(config, "itemtext"), "itemtext", zip(tokens, item_vectors))
     files.write_table(
