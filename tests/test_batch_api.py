@@ -5,6 +5,7 @@ broken file whole; then the step finishes from the cache with no LLM.
 The batch job itself is played by :func:`run_batch`, a stand-in for ``vllm run-batch`` that turns
 a request file into an output file with canned replies, some of them failed or left out."""
 
+import hashlib
 import json
 import logging
 import os
@@ -129,6 +130,9 @@ def test_export_import_and_the_step_finishes_from_the_cache(step, monkeypatch, c
     assert path.startswith(os.path.join(str(tmp_path / "cache"), "batches", "synth-typical-users"))
     prompts = len(lines)
     assert prompts > 5 and len({line["custom_id"] for line in lines}) == prompts
+    # its name hashes its custom_ids, in the file's order (written a chunk at a time)
+    digest = hashlib.sha256("\n".join(line["custom_id"] for line in lines).encode()).hexdigest()
+    assert path.endswith(f"-{digest[:12]}.requests.jsonl")
     decoding = {"max_new_tokens": 8, "repetition_penalty": 1.3, "greedy": True}
     for line in lines:
         assert (line["method"], line["url"]) == ("POST", "/v1/chat/completions")

@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from recbole_llm.semantics import reply_index
+from recbole_llm.semantics import batch, reply_index
 from recbole_llm.semantics.backends import Generation
 from recbole_llm.semantics.cache import ReplyCache
 from recbole_llm.semantics.generator import CachedGenerator, ShardDone
@@ -199,3 +199,23 @@ def test_fingerprints_are_stable_and_differ_by_key():
     assert pair.shape == (1001, 2) and pair.dtype == np.uint64
     assert np.array_equal(pair, reply_index.fingerprints(keys))
     assert len({(int(a), int(b)) for a, b in pair}) == 1001
+
+
+@pytest.mark.parametrize("refresh", [False, True])
+def test_a_batch_file_gets_each_missing_request_once_in_chunks(tmp_path, monkeypatch, refresh):
+    requests = requests_with_repeats()
+    path = str(tmp_path / "replies.jsonl")
+    generate(path, requests[:21], 64)  # some cached, the failures not
+    generator = CachedGenerator(
+        lambda: Echo(), "served:echo", ReplyCache(path), DECODING, refresh, progress=False
+    )
+    keys = generator.keys(requests)
+    cached = [k in generator.cache for k in keys]
+    wanted = [k for k, hit in dict(zip(keys, cached)).items() if refresh or not hit]
+    assert 0 < sum(cached) and len(wanted) < len(requests)
+    for chunk in (1, 7, 1000):
+        monkeypatch.setattr(batch, "CHUNK_REQUESTS", chunk)
+        positions, uncached = batch.missing_requests(generator, requests)
+        assert [keys[i] for i in positions] == wanted and uncached == cached.count(False)
+        keyed = list(batch._keyed(generator, requests, positions))
+        assert keyed == [(keys[i], requests[i]) for i in positions]

@@ -2,7 +2,8 @@
 
 ``llm_backend: batch`` makes the semantic step write the prompts the reply cache lacks as an
 OpenAI Batch-format JSON-lines file (:func:`request_line`: ``custom_id`` is the reply-cache
-key, ``body`` the chat request the ``openai`` backend would send) and stop
+key, ``body`` the chat request the ``openai`` backend would send; each missing prompt once, in
+the order first asked, found and written a chunk of requests at a time) and stop
 (:class:`BatchExported`: the command line prints where the file is, how many requests it holds
 and the command that imports the job's output, and exits 0).
 
@@ -24,11 +25,15 @@ import os
 import shlex
 from logging import getLogger
 
+import numpy as np
+
 from recbole_llm.errors import UserError
 from recbole_llm.paths import cache_root
 from recbole_llm.semantics.backends import Generation
+from recbole_llm.semantics.generator import CHUNK_REQUESTS, spans
 from recbole_llm.semantics.inflight import GenerationStats
 from recbole_llm.semantics.openai_backend import BODY_SAMPLE_CHARS, chat_body
+from recbole_llm.semantics.reply_index import fingerprints
 from recbole_llm.utils import atomic_write
 
 BACKEND = "batch"
@@ -57,10 +62,14 @@ def request_line(key, model, messages, decoding):
 
 def requests_path(config, label, keys):
     """Where a batch file goes: ``llm_batch_file``, or by default
-    ``<cache root>/batches/<dataset>-<step>-<hash of its custom_ids>.requests.jsonl``."""
+    ``<cache root>/batches/<dataset>-<step>-<hash of its custom_ids>.requests.jsonl`` (``keys``
+    may be any iterable: it is read once)."""
     if config["llm_batch_file"]:
         return os.path.expanduser(config["llm_batch_file"])
-    digest = hashlib.sha256("\n".join(keys).encode("utf-8")).hexdigest()[:12]
+    digest = hashlib.sha256()
+    for number, key in enumerate(keys):  # the hash of the keys joined by newlines
+        digest.update((f"\n{key}" if number else key).encode("utf-8"))
+    digest = digest.hexdigest()[:12]
     name = f"{config['dataset']}-{'-'.join(label.split())}-{digest}.requests.jsonl"
     return os.path.join(cache_root(config["semantics_cache_dir"]), "batches", name)
 
@@ -234,21 +243,48 @@ def exchange(config, generator, requests, label, max_failure_ratio):
         left = import_batch(path, generator, requests, label)
     if config["llm_backend"] != BACKEND:
         return None
-    keys = generator.keys(requests)
-    wanted = [k for k in dict.fromkeys(keys) if generator.refresh or k not in generator.cache]
-    if not wanted:
+    wanted, uncached = missing_requests(generator, requests)
+    if not len(wanted):
         return None
-    if left is not None and len(keys) - sum(k in generator.cache for k in keys) <= (
-        max_failure_ratio * len(keys)
-    ):
+    if left is not None and uncached <= max_failure_ratio * len(requests):
         return left  # within llm_max_failure_ratio: fallbacks, counted
-    by_key = dict(zip(keys, requests))
-    lines = [request_line(k, config["llm_model"], by_key[k], generator.decoding) for k in wanted]
-    path = requests_path(config, label, wanted)
-    atomic_write(
-        path, lambda f: f.writelines(json.dumps(x, ensure_ascii=False) + "\n" for x in lines)
-    )
-    raise BatchExported(export_message(config, generator, label, path, len(wanted), len(keys)))
+    # the default name hashes the custom_ids, so they are made once for it and once to write
+    path = requests_path(config, label, (key for key, _ in _keyed(generator, requests, wanted)))
+    model, decoding = config["llm_model"], generator.decoding
+
+    def write(f):
+        for key, messages in _keyed(generator, requests, wanted):
+            line = request_line(key, model, messages, decoding)
+            f.write(json.dumps(line, ensure_ascii=False) + "\n")
+
+    atomic_write(path, write)
+    raise BatchExported(export_message(config, generator, label, path, len(wanted), len(requests)))
+
+
+def missing_requests(generator, requests):
+    """The requests to write to a batch file, a chunk at a time: the positions of the distinct
+    ones whose replies the cache lacks (all with ``refresh``), each at its first, and how many
+    requests (repeats included) have no cached reply."""
+    positions, prints, uncached = [], [], 0
+    for start, stop in spans(len(requests), 1, CHUNK_REQUESTS):
+        keys = generator.keys(requests[start:stop])
+        lacking = generator.cache.find(keys)[0] < 0
+        uncached += int(lacking.sum())
+        rows = np.arange(len(keys)) if generator.refresh else np.flatnonzero(lacking)
+        positions.append(rows + start)
+        prints.append(fingerprints([keys[i] for i in rows]))
+    positions = np.concatenate(positions) if positions else np.zeros(0, dtype=np.int64)
+    if not len(positions):
+        return positions, uncached
+    _, first = np.unique(np.concatenate(prints), axis=0, return_index=True)
+    return positions[np.sort(first)], uncached
+
+
+def _keyed(generator, requests, positions):
+    """``(key, messages)`` of the requests at ``positions``, built a chunk at a time."""
+    for start in range(0, len(positions), CHUNK_REQUESTS):
+        chosen = [requests[int(i)] for i in positions[start : start + CHUNK_REQUESTS]]
+        yield from zip(generator.keys(chosen), chosen)
 
 
 def export_message(config, generator, label, path, count, total):
