@@ -9,7 +9,7 @@ information and no extra loss), with every trainable part of the residual fusion
 at its zero initialisation: ``frozen`` (none trainable: LLM4SBR then scores as its backbone),
 ``view`` (only ``W`` on the gated views), ``gates`` (only the gates ``q``), ``intent`` (only
 ``U`` on the intents). Prints each variant's best validation score (the config's valid_metric).
-Nothing is written beside RecBole's own checkpoint folder.
+No checkpoint is saved.
 """
 
 import argparse

@@ -117,8 +117,9 @@ def suite_status(suite, only=None, seeds=None):
     for spec in suite_specs(suite, only, seeds):
         name = f"{spec['label']} seed {spec['seed']} ({spec['hash']})"
         holder = state_holder(state_path(spec))  # the pid training this run now, if any
-        if find_row(suite, spec) is not None:
-            row = read_row(find_row(suite, spec))
+        found = find_row(suite, spec)
+        if found is not None:
+            row = read_row(found)
             lines.append(
                 f"done         {name}: {split} {metric} {row[split].get(metric)}, "
                 f"{row['epochs']} epochs x {row['seconds_per_epoch']:.1f} s"

@@ -271,12 +271,8 @@ def load_rows(suite):
 
 
 def write_row(path, row):
-    """Write a results row atomically (gzipped where ``path`` ends in ``.gz``, see
-    :func:`row_bytes`)."""
-    if path.endswith(".gz"):
-        atomic_write(path, lambda f: f.write(row_bytes(row)), binary=True)
-    else:
-        atomic_write(path, lambda f: json.dump(row, f, indent=1, sort_keys=True))
+    """Write a results row atomically, gzipped (:func:`row_bytes`)."""
+    atomic_write(path, lambda f: f.write(row_bytes(row)), binary=True)
 
 
 def entry_rows(rows, entry):
