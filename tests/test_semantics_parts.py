@@ -6,7 +6,7 @@ import os
 import numpy as np
 import pytest
 
-from recbole_llm.semantics.cache import ReplyCache, request_key
+from recbole_llm.semantics.cache import ReplyCache, request_key, request_keys
 from recbole_llm.semantics.embedding_cache import EmbeddingCache
 from recbole_llm.semantics.intents import localise
 from recbole_llm.semantics.parsing import parse_interests, parse_item_name
@@ -91,6 +91,17 @@ def test_reply_cache_survives_a_torn_write(tmp_path):
     # the key covers model, messages and decoding, not the backend
     assert key != request_key("m", [{"role": "user", "content": "hi"}], {"max_new_tokens": 5})
     assert key != request_key("m2", [{"role": "user", "content": "hi"}], {"max_new_tokens": 4})
+
+
+def test_request_keys_are_each_requests_request_key():
+    requests = [
+        [{"role": "user", "content": "hi"}],
+        [{"role": "system", "content": 'é " \n'}, {"role": "user", "content": "Ω"}],
+    ]
+    for model, decoding in [("m", {"max_new_tokens": 4, "do_sample": False}), ("", {})]:
+        assert request_keys(model, requests, decoding) == [
+            request_key(model, messages, decoding) for messages in requests
+        ]
 
 
 def test_embedding_cache_survives_a_torn_write(tmp_path):

@@ -52,6 +52,18 @@ def request_key(model_identity, messages, decoding):
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 
 
+def request_keys(model_identity, requests, decoding):
+    """:func:`request_key` of each request (chat messages): the same keys, with the JSON of
+    the model and decoding made once (a dict's JSON is its sorted items' in order)."""
+    head = '{"decoding": ' + _KEY_JSON.encode(decoding) + ', "messages": '
+    tail = ', "model": ' + _KEY_JSON.encode(model_identity) + "}"
+    encode, sha256 = _KEY_JSON.encode, hashlib.sha256
+    return [
+        sha256((head + encode(messages) + tail).encode("utf-8")).hexdigest()
+        for messages in requests
+    ]
+
+
 @contextlib.contextmanager
 def file_lock(path, wait=True):
     """An exclusive ``flock`` on ``path`` (created if missing) for the ``with`` block; yields

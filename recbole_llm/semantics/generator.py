@@ -20,7 +20,7 @@ import numpy as np
 from recbole_llm.keys import SEMANTIC_CHOICES
 from recbole_llm.paths import cache_root, shipped_path
 from recbole_llm.semantics.backends import LlamaCppBackend, TransformersBackend
-from recbole_llm.semantics.cache import ReplyCache, request_key
+from recbole_llm.semantics.cache import ReplyCache, request_keys
 from recbole_llm.semantics.inflight import (
     UNRECORDED_BACKEND,
     GenerationPass,
@@ -195,7 +195,8 @@ class CachedGenerator:
         return tuple(counts)
 
     def keys(self, requests):
-        return [request_key(self.identity, messages, self.decoding) for messages in requests]
+        """The cache key of each request (:func:`request_key`)."""
+        return request_keys(self.identity, requests, self.decoding)
 
     def run(self, requests, batch_size, description="LLM", **options):
         """Replies (:class:`Generation`) for every request, plus :class:`GenerationStats`: the

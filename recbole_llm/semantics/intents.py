@@ -116,25 +116,41 @@ def _cells(intents, views, j, tokens):
 class SessionPrompts(collections.abc.Sequence):
     """The step's requests, built when read: request ``j * len(views) + v`` is sample ``j``'s
     prompt for view ``v`` over its ``recent`` items (so the generator holds one chunk's
-    prompts at a time, never all of them)."""
+    prompts at a time, never all of them); the same messages as
+    :func:`~recbole_llm.semantics.prompts.llm4sbr_messages`, with each item's label made once
+    and each sample's listing once for all its views."""
 
     def __init__(self, keys, recent, quoted, views):
         self.keys, self.recent, self.quoted, self.views = keys, recent, quoted, views
+        self.labels = {}  # an item's ``Name_ID``, made the first time a prompt lists it
 
     def __len__(self):
         return len(self.keys) * len(self.views)
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return [self._prompt(i) for i in range(*index.indices(len(self)))]
+            start, stop, step = index.indices(len(self))
+            if step != 1:
+                return [self[i] for i in range(start, stop, step)]
+            return self._prompts(start, stop)
         if not -len(self) <= index < len(self):
             raise IndexError(index)
-        return self._prompt(index % len(self))
+        index %= len(self)
+        return self._prompts(index, index + 1)[0]
 
-    def _prompt(self, index):
-        sample, view = divmod(index, len(self.views))
-        items = [(self.quoted[i], i) for i in self.recent[self.keys[sample]]]
-        return prompts.llm4sbr_messages(items, self.views[view])
+    def _prompts(self, start, stop):
+        width, labels, built = len(self.views), self.labels, []
+        for sample in range(start // width, -(-stop // width)):
+            listing = prompts.llm4sbr_listing(
+                labels[t] if t in labels else self._label(t) for t in self.recent[self.keys[sample]]
+            )
+            for view in range(max(start - sample * width, 0), min(stop - sample * width, width)):
+                built.append(prompts.llm4sbr_view_messages(listing, self.views[view]))
+        return built
+
+    def _label(self, token):
+        label = self.labels[token] = f"{self.quoted[token]}_{token}"
+        return label
 
 
 class Answers:

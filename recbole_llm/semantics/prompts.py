@@ -82,7 +82,17 @@ def llm4sbr_messages(items, view):
 
     ``items`` are ``(name, item id)`` pairs, written ``N. Name_ID`` as in the paper.
     """
-    listing = numbered(f"{name}_{item_id}" for name, item_id in items)
+    return llm4sbr_view_messages(llm4sbr_listing(f"{n}_{i}" for n, i in items), view)
+
+
+def llm4sbr_listing(labels):
+    """The session listing of LLM4SBR's prompts: ``labels`` (``Name_ID``) numbered, one a line
+    (one listing serves each view's prompt)."""
+    return numbered(labels)
+
+
+def llm4sbr_view_messages(listing, view):
+    """LLM4SBR's prompt for one view over a session's :func:`llm4sbr_listing`."""
     return [
         {
             "role": "user",
