@@ -103,6 +103,31 @@ def test_residual_fusion_starts_as_its_backbone(backbone, session_config):
     assert model.gates[gated].weight.grad.abs().sum() > 0
 
 
+@pytest.mark.parametrize("backbone", ["SASRec", "SRGNN", "TAGNN"])
+def test_additive_fusion_starts_as_its_backbone_and_learns_only_the_intents(
+    backbone, session_config
+):
+    # SR-GNN's own pooling is the unnormalised sum (as in the residual test above)
+    config = dict(session_config, backbone=backbone, fusion="additive", global_pool="sum")
+    _, model, _, _, test = build(config)
+    assert not hasattr(model, "gates") and not hasattr(model, "view_residual")
+    model.eval()
+    batch = next(iter(test))[0]
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        assert torch.allclose(scores, model.backbone.full_sort_predict(batch), atol=1e-5)
+    model.train()
+    model.calculate_loss(batch)[0].backward()
+    assert model.intent_residual.weight.grad.abs().sum() > 0
+    # once U is learned in, the intents move the scores: another session's change them
+    model.eval()
+    with torch.no_grad():
+        torch.nn.init.normal_(model.intent_residual.weight)
+        scores = model.full_sort_predict(batch)
+        batch.interaction["long_intent"] = batch["long_intent"].flip(0)
+        assert not torch.allclose(model.full_sort_predict(batch), scores)
+
+
 def test_global_pool_softmax_is_a_weighted_mean_over_real_positions():
     from recbole_llm.model.session_views import pool_states
 

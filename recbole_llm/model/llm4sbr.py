@@ -42,7 +42,7 @@ def uniformity(x):
     return torch.pdist(x, p=2).pow(2).mul(-2).exp().mean().log()
 
 
-FUSIONS = ("residual", "paper")
+FUSIONS = ("residual", "additive", "paper")
 CONTROLS = ("none", "mean", "shuffle")
 CONTROL_PHASES = ("both", "train", "inference")
 VIEW_LOSS_REDUCTIONS = ("sum", "mean")
@@ -69,6 +69,11 @@ class LLM4SBR(SequentialRecommender):
       model starts as its backbone and the views' mix and the intents are learned in.
       Unnormalised, the projected intents (std 0.1) were drowned by views of std 1-3.5, and
       shuffling them changed almost no ranking.
+    - ``additive``: no gates and no ``W``: the backbone's own session vector plus
+      ``U [LN(T intent_short) ; LN(T intent_long)]``, ``U`` zero at the start. The intents can
+      only add to what the backbone scores; nothing re-weights its views. (Trained with the
+      residual fusion, the gates alone cost SASRec validation NDCG@50 with mean intents:
+      ``benchmarks/probe_fusion.py``.)
 
     Controls that can fail (``intent_control``, at ``intent_control_phase``): every session gets
     the mean intent of the dataset (``mean``), or another session's intents (``shuffle``, a
@@ -132,11 +137,17 @@ class LLM4SBR(SequentialRecommender):
             )
             self.session_views = SessionViews(self.backbone, view_size, config["global_pool"])
         self.intent_projection = nn.Linear(dataset.intent_dim, view_size)  # shared T
-        self.gates = nn.ModuleDict({v: nn.Linear(view_size, 1, bias=False) for v in self.views})
+        if self.fusion_kind == "additive":
+            self.intent_norm = nn.LayerNorm(view_size)
+            self.intent_residual = nn.Linear(view_size * len(self.views), item_size, bias=False)
+            nn.init.zeros_(self.intent_residual.weight)  # start as the backbone
+            initialised = [self.intent_projection]
+        else:
+            self.gates = nn.ModuleDict({v: nn.Linear(view_size, 1, bias=False) for v in self.views})
         if self.fusion_kind == "paper":
             self.fusion = nn.Linear(view_size * len(self.views), item_size)  # W
             initialised = [self.intent_projection, self.fusion, *self.gates.values()]
-        else:
+        elif self.fusion_kind == "residual":
             self.view_norm = nn.LayerNorm(view_size)
             self.intent_norm = nn.LayerNorm(view_size)
             # the paper's W [gated views] and U [intents], both added to the backbone's vector
@@ -199,16 +210,21 @@ class LLM4SBR(SequentialRecommender):
             gated = [views[v] * self.gates[v](torch.sigmoid(views[v] + intents[v])) for v in order]
             return self.fusion(torch.cat(gated, dim=1))
         normed = {v: self.intent_norm(intents[v]) for v in order}
+        added = self.intent_residual(torch.cat([normed[v] for v in order], 1))
+        if self.fusion_kind == "additive":
+            return self._combine(views) + added
         gated = {
             v: views[v] * (1 + self.gates[v](torch.sigmoid(self.view_norm(views[v]) + normed[v])))
             for v in order
         }
-        if self.session_views is None:
-            base = gated["normal"]
-        else:
-            base = self.session_views.combine(self.backbone, gated["short"], gated["long"])
         views_part = self.view_residual(torch.cat([gated[v] for v in order], dim=1))
-        return base + views_part + self.intent_residual(torch.cat([normed[v] for v in order], 1))
+        return self._combine(gated) + views_part + added
+
+    def _combine(self, views):
+        """The backbone's own session vector from (possibly gated) views."""
+        if self.session_views is None:
+            return views["normal"]
+        return self.session_views.combine(self.backbone, views["short"], views["long"])
 
     def forward(self, interaction):
         """The session vectors ``[B, d]`` (needs the interaction's intents)."""
