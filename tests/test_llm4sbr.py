@@ -128,6 +128,41 @@ def test_additive_fusion_starts_as_its_backbone_and_learns_only_the_intents(
         assert not torch.allclose(model.full_sort_predict(batch), scores)
 
 
+@pytest.mark.parametrize("backbone", ["SASRec", "TAGNN"])
+def test_score_fusion_starts_as_its_backbone_and_weighs_the_intents_text(backbone, session_config):
+    _, model, _, _, test = build(dict(session_config, backbone=backbone, fusion="score"))
+    model.eval()
+    batch = next(iter(test))[0]
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        assert torch.allclose(scores, model.backbone.full_sort_predict(batch), atol=1e-5)
+        batch.interaction["item_id"] = torch.randint(1, model.n_items, (len(scores),))
+        assert torch.allclose(model.predict(batch), model.backbone.predict(batch), atol=1e-5)
+    model.train()
+    model.calculate_loss(batch)[0].backward()
+    assert (model.intent_weight.grad.abs() > 0).all()
+    model.eval()
+    with torch.no_grad():
+        model.intent_weight.fill_(1.0)
+        scores = model.full_sort_predict(batch)
+        # the term: each candidate's standardised text cosine to the intent, in units of the
+        # backbone's own spread, so an item whose text is the intent gains the most
+        extra = scores - model.backbone.full_sort_predict(batch)
+        text = F.normalize(model.item_text, dim=1)
+        expected = 0
+        for view in model.views:
+            cosine = F.normalize(batch[f"{view}_intent"], dim=1) @ text.T
+            rest = cosine[:, 1:]
+            expected = expected + (cosine - rest.mean(1, keepdim=True)) / rest.std(1, keepdim=True)
+        spread = model.backbone.full_sort_predict(batch)[:, 1:].std(dim=1, keepdim=True)
+        assert torch.allclose(extra, expected * spread, atol=1e-3)
+        assert torch.allclose(
+            model.predict(batch), scores.gather(1, batch["item_id"].unsqueeze(1)).squeeze(1)
+        )
+        batch.interaction["long_intent"] = batch["long_intent"].flip(0)
+        assert not torch.allclose(model.full_sort_predict(batch), scores)
+
+
 def test_global_pool_softmax_is_a_weighted_mean_over_real_positions():
     from recbole_llm.model.session_views import pool_states
 

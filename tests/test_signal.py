@@ -28,6 +28,7 @@ from recbole_llm.config import Config
 from recbole_llm.quick_start import train_and_test
 
 sys.path.insert(0, os.path.join(REPO, "benchmarks"))
+import probe_intent_text  # noqa: E402
 import probe_signal  # noqa: E402
 
 
@@ -131,6 +132,33 @@ def test_llm4sbr_gains_from_planted_intents_and_loses_it_under_controls(planted,
         controlled, _, _ = train("LLM4SBR", dict(base, intent_control=control), tmp_path)
         assert controlled < backbone + 0.1, (control, controlled, backbone)
         assert enhanced - controlled > 0.2, (control, enhanced, controlled)
+
+
+def test_llm4sbr_score_fusion_gains_from_planted_intents_and_loses_it_shuffled(planted, tmp_path):
+    config, _ = planted
+    base = dict(config, backbone="GRU4Rec", fusion="score")
+    backbone, _, _ = train("GRU4Rec", base, tmp_path)
+    enhanced, model, _ = train("LLM4SBR", base, tmp_path)
+    assert enhanced > backbone + 0.25, (enhanced, backbone)
+    assert (model.intent_weight > 0).all(), model.intent_weight  # it learned to trust them
+    shuffled, _, _ = train("LLM4SBR", dict(base, intent_control="shuffle"), tmp_path)
+    assert shuffled < backbone + 0.1 and enhanced - shuffled > 0.2, (enhanced, shuffled)
+
+
+def test_probe_intent_text_finds_the_planted_intents_and_nothing_in_the_controls(planted):
+    from recbole_llm.data.utils import data_preparation
+    from recbole_llm.quick_start import create_dataset
+
+    config, _ = planted
+    config = Config(model="LLM4SBR", dataset="planted", config_dict=dict(config))
+    train, valid, _ = data_preparation(config, create_dataset(config))
+    results, count = probe_intent_text.measure(valid, train._dataset)
+    assert count == len(valid.dataset)
+    # the oracle names the target: its intents rank it far above the LLM-free queries
+    for view in ("long", "short"):
+        assert results[view]["ndcg@10"] > 0.5, results
+        for control in ("last item", "session mean", "random"):
+            assert results[view]["ndcg@10"] > results[control]["ndcg@10"] + 0.3, results
 
 
 def test_eimf_gains_from_planted_interests_and_loses_it_under_controls(tmp_path):

@@ -315,6 +315,13 @@ class LLM4SBRDataset(SequentialDataset):
         for view in compact:
             self._localised[view.column] = view.tables()
 
+    def item_text_matrix(self):
+        """``[n_items, D]`` item text vectors from ``.itemtext`` (row 0, the padding id, is
+        zero), read on first use for a dense file."""
+        if self._item_text is None:
+            self._item_text = _item_text(self, self.semantics_manifest)
+        return self._item_text
+
     def intents(self, field, sessions):
         """``[B, D]`` intents of ``field`` for the session ids ``sessions``; a compact view is
         rebuilt from the item-text table (the weighted sum of its items' vectors)."""

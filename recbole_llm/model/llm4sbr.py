@@ -42,7 +42,7 @@ def uniformity(x):
     return torch.pdist(x, p=2).pow(2).mul(-2).exp().mean().log()
 
 
-FUSIONS = ("residual", "additive", "paper")
+FUSIONS = ("residual", "additive", "score", "paper")
 CONTROLS = ("none", "mean", "shuffle")
 CONTROL_PHASES = ("both", "train", "inference")
 VIEW_LOSS_REDUCTIONS = ("sum", "mean")
@@ -74,6 +74,15 @@ class LLM4SBR(SequentialRecommender):
       only add to what the backbone scores; nothing re-weights its views. (Trained with the
       residual fusion, the gates alone cost SASRec validation NDCG@50 with mean intents:
       ``benchmarks/probe_fusion.py``.)
+    - ``score``: the backbone's own session vector and scores, plus, per view, a learned weight
+      ``w`` (zero at the start) times each candidate's text similarity to the intent in the
+      text encoder's space (cosine, standardised over the items of each row), scaled by the
+      spread (standard deviation, not back-propagated) of the backbone's own scores: ``w`` is
+      the intent term's weight relative to the backbone. Two numbers learn how much to trust
+      each intent; nothing maps a session's intent vector to item ids, so a per-session intent
+      cannot be memorised as a session key (with ``additive`` on 4,886 training sessions the
+      training loss fell a third faster than the backbone's and validation NDCG@50 dropped
+      from 0.102 to 0.078, GRU4Rec seed 2020).
 
     Controls that can fail (``intent_control``, at ``intent_control_phase``): every session gets
     the mean intent of the dataset (``mean``), or another session's intents (``shuffle``, a
@@ -137,7 +146,14 @@ class LLM4SBR(SequentialRecommender):
             )
             self.session_views = SessionViews(self.backbone, view_size, config["global_pool"])
         self.intent_projection = nn.Linear(dataset.intent_dim, view_size)  # shared T
-        if self.fusion_kind == "additive":
+        if self.fusion_kind == "score":
+            text = F.normalize(
+                torch.as_tensor(dataset.item_text_matrix(), dtype=torch.float), dim=1
+            )
+            self.register_buffer("item_text", text, persistent=False)
+            self.intent_weight = nn.Parameter(torch.zeros(len(self.views)))
+            initialised = [self.intent_projection]
+        elif self.fusion_kind == "additive":
             self.intent_norm = nn.LayerNorm(view_size)
             self.intent_residual = nn.Linear(view_size * len(self.views), item_size, bias=False)
             nn.init.zeros_(self.intent_residual.weight)  # start as the backbone
@@ -206,6 +222,8 @@ class LLM4SBR(SequentialRecommender):
 
     def _fuse(self, views, intents):
         order = self._order()
+        if self.fusion_kind == "score":
+            return self._combine(views)
         if self.fusion_kind == "paper":
             gated = [views[v] * self.gates[v](torch.sigmoid(views[v] + intents[v])) for v in order]
             return self.fusion(torch.cat(gated, dim=1))
@@ -247,10 +265,26 @@ class LLM4SBR(SequentialRecommender):
 
     def _all_scores(self, session, interaction):
         """``[B, N]``: the session vectors against the item table, plus the backbone's
-        per-candidate term where it has one."""
+        per-candidate term where it has one (and the intents' text term, fusion ``score``)."""
         scores = session @ self.backbone.item_embedding.weight.T
         extra = self._candidate_scores(interaction)
-        return scores if extra is None else scores + extra
+        scores = scores if extra is None else scores + extra
+        if self.fusion_kind == "score":
+            scores = scores + self._intent_scores(interaction, scores)
+        return scores
+
+    def _intent_scores(self, interaction, scores):
+        """``[B, N]``: sum over views of ``w_v`` * the candidates' standardised text cosine
+        to the view's intent * the spread of the backbone's ``scores`` (padding left out)."""
+        raw = self._raw_intents(interaction)
+        spread = scores[:, 1:].std(dim=1, keepdim=True).detach()
+        total = 0
+        for v, view in enumerate(self.views):
+            cosine = F.normalize(raw[view], dim=1) @ self.item_text.T
+            items = cosine[:, 1:]
+            standard = (cosine - items.mean(1, keepdim=True)) / (items.std(1, keepdim=True) + 1e-6)
+            total = total + self.intent_weight[v] * standard
+        return total * spread
 
     def calculate_loss(self, interaction):
         views, intents = self._encode(interaction)
@@ -268,6 +302,9 @@ class LLM4SBR(SequentialRecommender):
         return losses[0] if len(losses) == 1 else tuple(losses)
 
     def predict(self, interaction):
+        if self.fusion_kind == "score":  # standardised over every item: score them all
+            scores = self.full_sort_predict(interaction)
+            return scores.gather(1, interaction[self.ITEM_ID].unsqueeze(1)).squeeze(1)
         session = self.forward(interaction)
         items = interaction[self.ITEM_ID]
         scores = (session * self.backbone.item_embedding(items)).sum(dim=-1)

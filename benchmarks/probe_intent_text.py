@@ -1,0 +1,126 @@
+"""How much does an LLM4SBR intent say about the next item, by text alone, before any training?
+
+    python benchmarks/probe_intent_text.py --dataset ml-100k-session \
+        --config_files benchmarks/configs/session.yaml --data_path DIR [--split test] \
+        [--set semantics_dir=...] [--output results/intent-text-ml-100k-session.md]
+
+Builds the dataset as LLM4SBR sees it (its intents and the ``.itemtext`` item vectors, made by
+the semantic step when missing) and ranks every item for each sample of ``--split`` by the
+cosine of its text vector to a query, the items of the sample's session left out (MovieLens
+sessions do not repeat items). Queries: each intent view, and LLM-free ones: the last item's
+text, the mean of the session's item texts, and a random vector. An intent that ranks the next
+item no better than the last item's own text cannot make LLM4SBR beat its last-item control
+through the text; one that ranks it at chance carries nothing. No model is trained; the test
+split is read only with ``--split test``.
+"""
+
+import argparse
+import sys
+
+import torch
+import torch.nn.functional as F
+
+RANDOM_SEED = 2020
+
+
+def queries(interaction, dataset, text, generator):
+    """``{name: [B, D]}`` query vectors of one batch."""
+    item_seq, lengths = interaction["item_id_list"], interaction["item_length"]
+    found = {v: interaction[f"{v}_intent"] for v in dataset.intent_views}
+    found["last item"] = text[item_seq.gather(1, (lengths - 1).unsqueeze(1)).squeeze(1)]
+    found["session mean"] = text[item_seq].sum(dim=1) / lengths.unsqueeze(1)  # padding row 0
+    found["random"] = torch.randn(len(item_seq), text.size(1), generator=generator)
+    return found
+
+
+def measure(eval_data, dataset, ks=(10, 50)):
+    """``{query: {metric@k: value}}`` of text-cosine ranking over ``eval_data``'s samples."""
+    text = F.normalize(dataset.item_text_matrix().float(), dim=1)
+    generator = torch.Generator().manual_seed(RANDOM_SEED)
+    totals, count = {}, 0
+    discount = 1.0 / torch.log2(torch.arange(2, max(ks) + 2).float())
+    for batch in eval_data:
+        interaction = batch[0]
+        target = interaction["item_id"]
+        seen = torch.zeros(len(target), text.size(0), dtype=torch.bool)
+        seen.scatter_(1, interaction["item_id_list"], True)
+        seen[:, 0] = True  # padding
+        for name, query in queries(interaction, dataset, text, generator).items():
+            scores = F.normalize(query.float(), dim=1) @ text.T
+            scores[seen] = float("-inf")
+            top = scores.topk(min(max(ks), text.size(0)), dim=1).indices  # a tiny catalogue
+            hit = top == target.unsqueeze(1)
+            row = totals.setdefault(name, {})
+            for k in ks:
+                row[f"recall@{k}"] = row.get(f"recall@{k}", 0.0) + hit[:, :k].sum().item()
+                gain = (hit[:, :k].float() * discount[: hit[:, :k].size(1)]).sum().item()
+                row[f"ndcg@{k}"] = row.get(f"ndcg@{k}", 0.0) + gain
+        count += len(target)
+    return {name: {m: v / count for m, v in row.items()} for name, row in totals.items()}, count
+
+
+def table(results, count, title):
+    metrics = list(next(iter(results.values())))
+    lines = [
+        f"{title}: {count} samples, every item ranked by its text cosine to the query, the "
+        "session's own items left out.",
+        "",
+        "| query | " + " | ".join(metrics) + " |",
+        "|---|" + "---:|" * len(metrics),
+    ]
+    for name, row in results.items():
+        lines.append(f"| {name} | " + " | ".join(f"{row[m]:.4f}" for m in metrics) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="ml-100k-session")
+    parser.add_argument("--config_files", nargs="*", default=None)
+    parser.add_argument("--data_path", default=None)
+    parser.add_argument("--split", choices=("valid", "test"), default="valid")
+    parser.add_argument("--set", nargs="*", default=[], help="key=value config settings")
+    parser.add_argument("--output", help="also write the table to this Markdown file")
+    args = parser.parse_args()
+    sys.argv = sys.argv[:1]
+
+    from recbole_llm.config import Config
+    from recbole_llm.data.utils import data_preparation
+    from recbole_llm.quick_start import create_dataset
+    from recbole_llm.utils import atomic_write
+
+    settings = dict(pair.split("=", 1) for pair in args.set)
+    if args.data_path:
+        settings["data_path"] = args.data_path
+    config = Config(
+        model="LLM4SBR",
+        dataset=args.dataset,
+        config_file_list=args.config_files,
+        config_dict={"state": "WARNING", "show_progress": False, **settings},
+    )
+    dataset = create_dataset(config)
+    train, valid, test = data_preparation(config, dataset)
+    results, count = measure(valid if args.split == "valid" else test, train._dataset)
+    manifest = train._dataset.semantics_manifest
+    source = config["intent_source"]
+    llm = manifest.get("llm", {}).get("model", "?") if source == "llm" else "none (last item)"
+    title = (
+        f"`{args.dataset}`, {args.split} split, intents from {llm} "
+        f"(intent_source {source}, top-{config['intent_topr']} localisation)"
+    )
+    text = table(results, count, title)
+    print(text)
+    if args.output:
+        command = " ".join(
+            ["python benchmarks/probe_intent_text.py", f"--dataset {args.dataset}"]
+            + [f"--config_files {' '.join(args.config_files)}"] * bool(args.config_files)
+            + [f"--split {args.split}"]
+            + [f"--set {' '.join(args.set)}"] * bool(args.set)
+            + [f"--output {args.output}"]
+        )
+        body = f"# Intents by text alone\n\nWritten by `{command}`.\n\n{text}"
+        atomic_write(args.output, lambda f: f.write(body))
+
+
+if __name__ == "__main__":
+    main()
