@@ -161,6 +161,13 @@ def test_score_fusion_starts_as_its_backbone_and_weighs_the_intents_text(backbon
         )
         batch.interaction["long_intent"] = batch["long_intent"].flip(0)
         assert not torch.allclose(model.full_sort_predict(batch), scores)
+        # the shuffled control draws one permutation a batch, for the text term as for the rest
+        model.intent_control, model.control_phase = "shuffle", "both"
+        model._shuffle_generator.manual_seed(7)
+        model.full_sort_predict(batch)
+        once = torch.Generator().manual_seed(7)
+        torch.randperm(len(scores), generator=once)
+        assert torch.equal(model._shuffle_generator.get_state(), once.get_state())
 
 
 def test_global_pool_softmax_is_a_weighted_mean_over_real_positions():

@@ -211,10 +211,11 @@ class LLM4SBR(SequentialRecommender):
         return {v: x[order.to(x.device)] for v, x in intents.items()}
 
     def _encode(self, interaction):
+        """``(views, projected intents, raw intents)`` of a batch (one control draw for all)."""
         views = self._views(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
         raw = self._raw_intents(interaction)
         intents = {v: self.intent_projection(raw[v]) for v in self.views}
-        return views, intents
+        return views, intents, raw
 
     def _order(self):
         # the paper's order: local (short) before global (long)
@@ -246,7 +247,8 @@ class LLM4SBR(SequentialRecommender):
 
     def forward(self, interaction):
         """The session vectors ``[B, d]`` (needs the interaction's intents)."""
-        return self._fuse(*self._encode(interaction))
+        views, intents, _ = self._encode(interaction)
+        return self._fuse(views, intents)
 
     def alignment_uniformity(self, views, intents):
         """DirectAU between each view and its intent, summed or averaged over views."""
@@ -263,20 +265,22 @@ class LLM4SBR(SequentialRecommender):
             self.backbone, interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN], items
         )
 
-    def _all_scores(self, session, interaction):
+    def _all_scores(self, interaction):
         """``[B, N]``: the session vectors against the item table, plus the backbone's
-        per-candidate term where it has one (and the intents' text term, fusion ``score``)."""
-        scores = session @ self.backbone.item_embedding.weight.T
+        per-candidate term where it has one (and the intents' text term, fusion ``score``),
+        and the batch's views and projected intents."""
+        views, intents, raw = self._encode(interaction)
+        scores = self._fuse(views, intents) @ self.backbone.item_embedding.weight.T
         extra = self._candidate_scores(interaction)
         scores = scores if extra is None else scores + extra
         if self.fusion_kind == "score":
-            scores = scores + self._intent_scores(interaction, scores)
-        return scores
+            scores = scores + self._intent_scores(raw, scores)
+        return scores, views, intents
 
-    def _intent_scores(self, interaction, scores):
+    def _intent_scores(self, raw, scores):
         """``[B, N]``: sum over views of ``w_v`` * the candidates' standardised text cosine
-        to the view's intent * the spread of the backbone's ``scores`` (padding left out)."""
-        raw = self._raw_intents(interaction)
+        to the view's ``raw`` intent * the spread of the backbone's ``scores`` (padding left
+        out)."""
         spread = scores[:, 1:].std(dim=1, keepdim=True).detach()
         total = 0
         for v, view in enumerate(self.views):
@@ -287,8 +291,7 @@ class LLM4SBR(SequentialRecommender):
         return total * spread
 
     def calculate_loss(self, interaction):
-        views, intents = self._encode(interaction)
-        logits = self._all_scores(self._fuse(views, intents), interaction)
+        logits, views, intents = self._all_scores(interaction)
         logits[:, 0] = float("-inf")  # the padding id is never a class
         losses, names = [F.cross_entropy(logits, interaction[self.POS_ITEM_ID])], ["rec"]
         if self.use_alignment and self.intent_loss_weight:
@@ -312,7 +315,7 @@ class LLM4SBR(SequentialRecommender):
         return scores if extra is None else scores + extra
 
     def full_sort_predict(self, interaction):
-        return self._all_scores(self.forward(interaction), interaction)
+        return self._all_scores(interaction)[0]
 
 
 def _xavier(module):
