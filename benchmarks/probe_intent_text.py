@@ -2,7 +2,7 @@
 
     python benchmarks/probe_intent_text.py --dataset ml-100k-session \
         --config_files benchmarks/configs/session.yaml --data_path DIR [--split test] \
-        [--set semantics_dir=...] [--output results/intent-text-ml-100k-session.md]
+        [--last_item_dir control-last-item] [--output results/intent-text-ml-100k-session.md]
 
 Builds the dataset as LLM4SBR sees it (its intents and the ``.itemtext`` item vectors, made by
 the semantic step when missing) and ranks every item for each sample of ``--split`` by the
@@ -73,21 +73,11 @@ def table(results, count, title):
     return "\n".join(lines) + "\n"
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--dataset", default="ml-100k-session")
-    parser.add_argument("--config_files", nargs="*", default=None)
-    parser.add_argument("--data_path", default=None)
-    parser.add_argument("--split", choices=("valid", "test"), default="valid")
-    parser.add_argument("--set", nargs="*", default=[], help="key=value config settings")
-    parser.add_argument("--output", help="also write the table to this Markdown file")
-    args = parser.parse_args()
-    sys.argv = sys.argv[:1]
-
+def _measure_source(args, extra):
+    """``(results, count, title)`` for the intents the settings plus ``extra`` give."""
     from recbole_llm.config import Config
     from recbole_llm.data.utils import data_preparation
     from recbole_llm.quick_start import create_dataset
-    from recbole_llm.utils import atomic_write
 
     settings = dict(pair.split("=", 1) for pair in args.set)
     if args.data_path:
@@ -96,19 +86,42 @@ def main():
         model="LLM4SBR",
         dataset=args.dataset,
         config_file_list=args.config_files,
-        config_dict={"state": "WARNING", "show_progress": False, **settings},
+        config_dict={"state": "WARNING", "show_progress": False, **settings, **extra},
     )
-    dataset = create_dataset(config)
-    train, valid, test = data_preparation(config, dataset)
+    train, valid, test = data_preparation(config, create_dataset(config))
     results, count = measure(valid if args.split == "valid" else test, train._dataset)
-    manifest = train._dataset.semantics_manifest
     source = config["intent_source"]
-    llm = manifest.get("llm", {}).get("model", "?") if source == "llm" else "none (last item)"
-    title = (
-        f"`{args.dataset}`, {args.split} split, intents from {llm} "
-        f"(intent_source {source}, top-{config['intent_topr']} localisation)"
+    llm = (train._dataset.semantics_manifest.get("llm") or {}).get("model", "?")
+    made = f"intents from {llm}" if source == "llm" else "intents from the last item's text"
+    return results, count, f"{made} (top-{config['intent_topr']} localisation)"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--dataset", default="ml-100k-session")
+    parser.add_argument("--config_files", nargs="*", default=None)
+    parser.add_argument("--data_path", default=None)
+    parser.add_argument("--split", choices=("valid", "test"), default="valid")
+    parser.add_argument("--set", nargs="*", default=[], help="key=value config settings")
+    parser.add_argument(
+        "--last_item_dir",
+        help="also measure the last-item control's intents (intent_source last_item), made "
+        "in this semantics_dir",
     )
-    text = table(results, count, title)
+    parser.add_argument("--output", help="also write the tables to this Markdown file")
+    args = parser.parse_args()
+    sys.argv = sys.argv[:1]
+
+    from recbole_llm.utils import atomic_write
+
+    sources = [{}]
+    if args.last_item_dir:
+        sources.append({"intent_source": "last_item", "semantics_dir": args.last_item_dir})
+    tables = []
+    for extra in sources:
+        results, count, made = _measure_source(args, extra)
+        tables.append(table(results, count, f"`{args.dataset}`, {args.split} split, {made}"))
+    text = "\n".join(tables)
     print(text)
     if args.output:
         command = " ".join(
@@ -116,6 +129,7 @@ def main():
             + [f"--config_files {' '.join(args.config_files)}"] * bool(args.config_files)
             + [f"--split {args.split}"]
             + [f"--set {' '.join(args.set)}"] * bool(args.set)
+            + [f"--last_item_dir {args.last_item_dir}"] * bool(args.last_item_dir)
             + [f"--output {args.output}"]
         )
         body = f"# Intents by text alone\n\nWritten by `{command}`.\n\n{text}"

@@ -37,6 +37,12 @@ OTHER_REPORTS = (
         "the output of `benchmarks/bench_entry_point.py`, `bench_semantics.py` and "
         "`bench_model_speed.py`",
     ),
+    (
+        "intent-text-ml-100k-session.md",
+        "how well LLM4SBR's intents rank the next item by text alone, against the last "
+        "item's and the session's text, on validation, before any training: "
+        "`python benchmarks/probe_intent_text.py` (its command is in the file)",
+    ),
 )
 
 HEADER = """\
