@@ -19,7 +19,8 @@ from recbole_llm.semantics import files
 from recbole_llm.semantics import generator as generator_module
 from recbole_llm.semantics.backends import TransformersBackend
 from recbole_llm.semantics.cache import ReplyCache
-from recbole_llm.semantics.generator import CachedGenerator, ShardDone, first_run_message
+from recbole_llm.semantics.generator import CachedGenerator, ShardDone
+from recbole_llm.semantics.inflight import first_run_message
 from recbole_llm.semantics.models import LLMError, resolve_local_model
 from recbole_llm.semantics.openai_backend import OpenAIBackend
 

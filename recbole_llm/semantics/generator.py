@@ -25,6 +25,7 @@ from recbole_llm.semantics.inflight import (
     UNRECORDED_BACKEND,
     GenerationPass,
     GenerationStats,
+    first_run_message,
     from_cache,
 )
 from recbole_llm.semantics.models import LLMError
@@ -101,28 +102,6 @@ def make_backend(config):
             "reply cache lacks to a batch file and stops before generating"
         )
     raise LLMError(f"llm_backend must be one of {BACKENDS}, got '{backend}'")
-
-
-#: a rough time per prompt of SmolLM2-135M (the default LLM) on one CPU thread, by local
-#: backend: transformers 2.5-4 s, llama.cpp 0.4-0.5 s (2.2-2.7 prompts/s on LLM4SBR's
-#: Amazon Beauty prompts beside a training run), measured on a 2-core CPU; a larger LLM or a
-#: busy machine takes several times longer. A server's speed is its own: no guess is made.
-ROUGH_SECONDS_PER_PROMPT = {"transformers": 3.0, "llama_cpp": 0.45}
-
-
-def first_run_message(description, todo, total, identity, backend="transformers"):
-    """The INFO line before an LLM step asks its prompts: what runs and roughly how long."""
-    head = f"LLM step ({description}): asking {todo} of {total} prompts ({total - todo} cached) "
-    tail = " Replies are cached: the next run asks none of them again."
-    seconds = ROUGH_SECONDS_PER_PROMPT.get(backend)
-    if seconds is None:
-        return f"{head}to {identity} through {backend}; the progress bar shows its pace.{tail}"
-    minutes = todo * seconds / 60
-    when = f"about {minutes:.0f} min" if minutes >= 1.5 else "under 2 min"
-    return (
-        f"{head}to {identity}; {when} at a rough {seconds:g} s per prompt on one CPU thread "
-        f"({backend}, the default LLM).{tail}"
-    )
 
 
 class CachedGenerator:
