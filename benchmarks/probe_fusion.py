@@ -35,7 +35,9 @@ def train(variant, backbone, seed, data_path):
 
     settings = {"seed": seed, "state": "WARNING", "show_progress": False, "data_path": data_path}
     if variant != "backbone":
-        settings.update(backbone=backbone, intent_control="mean", alignment=False)
+        settings.update(
+            backbone=backbone, fusion="residual", intent_control="mean", alignment=False
+        )
     config = Config(
         model=backbone if variant == "backbone" else "LLM4SBR",
         dataset="ml-100k-session",

@@ -80,7 +80,8 @@ def test_views_have_the_right_shape_and_ignore_padding(backbone, session_config)
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_residual_fusion_starts_as_its_backbone(backbone, session_config):
     # SR-GNN's own pooling is the unnormalised sum; the others' combination ignores the pool
-    _, model, _, _, test = build(dict(session_config, backbone=backbone, global_pool="sum"))
+    config = dict(session_config, backbone=backbone, global_pool="sum", fusion="residual")
+    _, model, _, _, test = build(config)
     model.eval()
     batch = next(iter(test))[0]
     with torch.no_grad():

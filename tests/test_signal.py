@@ -95,7 +95,7 @@ def top10(model, test_data):
 def test_llm4sbr_gains_from_planted_intents_and_loses_it_under_controls(planted, tmp_path, caplog):
     config, oracle = planted
     caplog.set_level(logging.WARNING)  # an earlier run's init_logger may have raised the level
-    base = dict(config, backbone="GRU4Rec")
+    base = dict(config, backbone="GRU4Rec", fusion="residual")  # the score fusion: below
     backbone, _, _ = train("GRU4Rec", base, tmp_path)
     enhanced, model, test_data = train("LLM4SBR", base, tmp_path)
     assert oracle.requests > 0

@@ -58,11 +58,11 @@ class LLM4SBR(SequentialRecommender):
     Loss: cross-entropy + ``intent_loss_weight`` * (alignment + uniformity). The intents are
     inputs at inference too.
 
-    Two fusions (``fusion``):
+    Four fusions (``fusion``):
 
     - ``paper``: each intent gates its view, ``alpha = q^T sigmoid(view + T intent)``, and the
       session vector is ``W [local * alpha_short ; global * alpha_long]`` (Eq. 10-12).
-    - ``residual`` (default): the same gates on one scale and centred on 1,
+    - ``residual``: the same gates on one scale and centred on 1,
       ``alpha = 1 + q^T sigmoid(LN(view) + LN(T intent))``, the gated views combined as the
       backbone combines its own views, plus the paper's ``W [gated local ; gated global]`` and
       ``U [LN(T intent_short) ; LN(T intent_long)]``. ``q``, ``W`` and ``U`` start at zero, so the
@@ -74,11 +74,12 @@ class LLM4SBR(SequentialRecommender):
       only add to what the backbone scores; nothing re-weights its views. (Trained with the
       residual fusion, the gates alone cost SASRec validation NDCG@50 with mean intents:
       ``benchmarks/probe_fusion.py``.)
-    - ``score``: the backbone's own session vector and scores, plus, per view, a learned weight
-      ``w`` (zero at the start) times each candidate's text similarity to the intent in the
-      text encoder's space (cosine, standardised over the items of each row), scaled by the
-      spread (standard deviation, not back-propagated) of the backbone's own scores: ``w`` is
-      the intent term's weight relative to the backbone. Two numbers learn how much to trust
+    - ``score`` (default, chosen on validation over ``residual`` and ``additive``): the
+      backbone's own session vector and scores, plus, per view, a learned weight ``w`` (zero at
+      the start) times each candidate's text similarity to the intent in the text encoder's
+      space (cosine, standardised over the items of each row), scaled by the spread (standard
+      deviation, not back-propagated) of the backbone's own scores: ``w`` is the intent term's
+      weight relative to the backbone. Two numbers learn how much to trust
       each intent; nothing maps a session's intent vector to item ids, so a per-session intent
       cannot be memorised as a session key (with ``additive`` on 4,886 training sessions the
       training loss fell a third faster than the backbone's and validation NDCG@50 dropped
@@ -90,7 +91,7 @@ class LLM4SBR(SequentialRecommender):
 
     Scores are the session vector against the backbone's item table, plus the backbone's own
     per-candidate term where it has one (TAGNN's target-aware attention, its
-    ``candidate_scores``), so the residual fusion starts exactly as every backbone scores.
+    ``candidate_scores``), so every fusion but the paper's starts exactly as its backbone scores.
 
     Ablations: ``alignment: False`` (no AU loss); intents made with ``intent_views: [normal]``
     (one view: the backbone's own session vector, gated by one overall intent); the semantic
@@ -121,7 +122,7 @@ class LLM4SBR(SequentialRecommender):
         self.view_loss_reduction = config_choice(
             "view_loss_reduction", config["view_loss_reduction"], VIEW_LOSS_REDUCTIONS
         )  # sum (code) or mean (paper)
-        self.fusion_kind = config_choice("fusion", config["fusion"], FUSIONS)  # residual or paper
+        self.fusion_kind = config_choice("fusion", config["fusion"], FUSIONS)
         self.intent_control = config_choice("intent_control", config["intent_control"], CONTROLS)
         self.control_phase = config_choice(
             "intent_control_phase", config["intent_control_phase"], CONTROL_PHASES
