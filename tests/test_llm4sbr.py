@@ -77,6 +77,18 @@ def test_views_have_the_right_shape_and_ignore_padding(backbone, session_config)
         assert torch.allclose(clean[view], dirty[view], atol=1e-6), view
 
 
+def starts_as_backbone(model, batch):
+    """Assert that ``model`` (eval mode) scores ``batch`` exactly as its backbone, by full
+    ranking and by ``predict`` on random items (put into ``batch``); returns the full scores."""
+    with torch.no_grad():
+        scores = model.full_sort_predict(batch)
+        # TAGNN's per-candidate term included: LLM4SBR-TAGNN scores exactly as TAGNN
+        assert torch.allclose(scores, model.backbone.full_sort_predict(batch), atol=1e-5)
+        batch.interaction["item_id"] = torch.randint(1, model.n_items, (len(scores),))
+        assert torch.allclose(model.predict(batch), model.backbone.predict(batch), atol=1e-5)
+    return scores
+
+
 @pytest.mark.parametrize("backbone", BACKBONES)
 def test_residual_fusion_starts_as_its_backbone(backbone, session_config):
     # SR-GNN's own pooling is the unnormalised sum; the others' combination ignores the pool
@@ -84,12 +96,8 @@ def test_residual_fusion_starts_as_its_backbone(backbone, session_config):
     _, model, _, _, test = build(config)
     model.eval()
     batch = next(iter(test))[0]
+    scores = starts_as_backbone(model, batch)
     with torch.no_grad():
-        scores = model.full_sort_predict(batch)
-        # TAGNN's per-candidate term included: LLM4SBR-TAGNN scores exactly as TAGNN
-        assert torch.allclose(scores, model.backbone.full_sort_predict(batch), atol=1e-5)
-        batch.interaction["item_id"] = torch.randint(1, model.n_items, (len(scores),))
-        assert torch.allclose(model.predict(batch), model.backbone.predict(batch), atol=1e-5)
         # intents enter through zero-initialised weights: none yet at the start ...
         batch.interaction["long_intent"] = batch["long_intent"].flip(0)
         assert torch.allclose(model.full_sort_predict(batch), scores, atol=1e-6)
@@ -114,9 +122,7 @@ def test_additive_fusion_starts_as_its_backbone_and_learns_only_the_intents(
     assert not hasattr(model, "gates") and not hasattr(model, "view_residual")
     model.eval()
     batch = next(iter(test))[0]
-    with torch.no_grad():
-        scores = model.full_sort_predict(batch)
-        assert torch.allclose(scores, model.backbone.full_sort_predict(batch), atol=1e-5)
+    starts_as_backbone(model, batch)
     model.train()
     model.calculate_loss(batch)[0].backward()
     assert model.intent_residual.weight.grad.abs().sum() > 0
@@ -134,11 +140,7 @@ def test_score_fusion_starts_as_its_backbone_and_weighs_the_intents_text(backbon
     _, model, _, _, test = build(dict(session_config, backbone=backbone, fusion="score"))
     model.eval()
     batch = next(iter(test))[0]
-    with torch.no_grad():
-        scores = model.full_sort_predict(batch)
-        assert torch.allclose(scores, model.backbone.full_sort_predict(batch), atol=1e-5)
-        batch.interaction["item_id"] = torch.randint(1, model.n_items, (len(scores),))
-        assert torch.allclose(model.predict(batch), model.backbone.predict(batch), atol=1e-5)
+    starts_as_backbone(model, batch)
     model.train()
     model.calculate_loss(batch)[0].backward()
     assert (model.intent_weight.grad.abs() > 0).all()
