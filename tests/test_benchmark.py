@@ -350,6 +350,30 @@ def test_committed_rows_keep_their_run_identity():
     assert not stale, stale
 
 
+def test_pin_row_default_restores_a_row_that_relied_on_a_changed_default(tmp_path):
+    """A row that ran with LLM4SBR's old default fusion, stored without the key, resolves to
+    another hash once the default changed; pin_row_default writes the old value back, and only
+    where that gives the row its own hash."""
+    pin = _script("pin_row_default")
+    runs = os.path.join(os.path.dirname(SUITES), "results", "runs")
+    name = "LLM4SBR-ml-100k-session-seed2020-02513c15cd07.json.gz"  # LLM4SBR-SASRec, residual
+    with open(os.path.join(runs, name), "rb") as f:
+        committed = f.read()
+    row = benchmark.read_row(os.path.join(runs, name))
+    assert row["config"]["fusion"] == "residual"
+    bare = {k: v for k, v in row["config"].items() if k != "fusion"}
+    benchmark.write_row(str(tmp_path / name), {**row, "config": bare})
+    wrong = "LLM4SBR-ml-100k-session-seed2020-000000000000.json.gz"
+    benchmark.write_row(str(tmp_path / wrong), {**row, "config": bare, "hash": "0" * 12})
+    assert pin.own_hash(row, bare) != row["hash"]  # the default is score now
+    assert pin.pin("LLM4SBR", "fusion", "paper", str(tmp_path), log=lambda m: None)[0] == []
+    pinned, left = pin.pin("LLM4SBR", "fusion", "residual", str(tmp_path), log=lambda m: None)
+    assert pinned == [name] and left == [wrong]
+    with open(tmp_path / name, "rb") as f:
+        assert f.read() == committed  # the same bytes as the committed, pinned row
+    assert pin.main(["LLM4SBR", "fusion", "residual", "--runs", str(tmp_path), "--check"]) == 0
+
+
 def test_llm_size_costs_come_from_manifests_else_from_the_ledger():
     """A fresh clone has the committed rows but not the semantic manifests (they live in the
     data root); the report then takes each row's cost from the committed ledger."""
