@@ -147,33 +147,7 @@ class LLM4SBR(SequentialRecommender):
             )
             self.session_views = SessionViews(self.backbone, view_size, config["global_pool"])
         self.intent_projection = nn.Linear(dataset.intent_dim, view_size)  # shared T
-        if self.fusion_kind == "score":
-            text = F.normalize(
-                torch.as_tensor(dataset.item_text_matrix(), dtype=torch.float), dim=1
-            )
-            self.register_buffer("item_text", text, persistent=False)
-            self.intent_weight = nn.Parameter(torch.zeros(len(self.views)))
-            initialised = [self.intent_projection]
-        elif self.fusion_kind == "additive":
-            self.intent_norm = nn.LayerNorm(view_size)
-            self.intent_residual = nn.Linear(view_size * len(self.views), item_size, bias=False)
-            nn.init.zeros_(self.intent_residual.weight)  # start as the backbone
-            initialised = [self.intent_projection]
-        else:
-            self.gates = nn.ModuleDict({v: nn.Linear(view_size, 1, bias=False) for v in self.views})
-        if self.fusion_kind == "paper":
-            self.fusion = nn.Linear(view_size * len(self.views), item_size)  # W
-            initialised = [self.intent_projection, self.fusion, *self.gates.values()]
-        elif self.fusion_kind == "residual":
-            self.view_norm = nn.LayerNorm(view_size)
-            self.intent_norm = nn.LayerNorm(view_size)
-            # the paper's W [gated views] and U [intents], both added to the backbone's vector
-            self.view_residual = nn.Linear(view_size * len(self.views), item_size, bias=False)
-            self.intent_residual = nn.Linear(view_size * len(self.views), item_size, bias=False)
-            initialised = [self.intent_projection]
-            for module in [self.view_residual, self.intent_residual, *self.gates.values()]:
-                nn.init.zeros_(module.weight)  # start as the backbone
-        for module in initialised:
+        for module in [self.intent_projection, *self._build_fusion(dataset, view_size, item_size)]:
             _xavier(module)
         if self.session_views is not None and self.session_views.pool is not None:
             self.session_views.pool.apply(_xavier)
@@ -186,6 +160,33 @@ class LLM4SBR(SequentialRecommender):
                 persistent=False,
             )
         self._shuffle_generator = torch.Generator().manual_seed(config["seed"])
+
+    def _build_fusion(self, dataset, view_size, item_size):
+        """The fusion's own modules (those the fusion starts with at zero made so); returns
+        the ones to initialise like the paper's code."""
+        width = view_size * len(self.views)
+        if self.fusion_kind == "score":
+            text = torch.as_tensor(dataset.item_text_matrix(), dtype=torch.float)
+            self.register_buffer("item_text", F.normalize(text, dim=1), persistent=False)
+            self.intent_weight = nn.Parameter(torch.zeros(len(self.views)))
+            return []
+        if self.fusion_kind == "additive":
+            self.intent_norm = nn.LayerNorm(view_size)
+            self.intent_residual = nn.Linear(width, item_size, bias=False)
+            nn.init.zeros_(self.intent_residual.weight)  # start as the backbone
+            return []
+        self.gates = nn.ModuleDict({v: nn.Linear(view_size, 1, bias=False) for v in self.views})
+        if self.fusion_kind == "paper":
+            self.fusion = nn.Linear(width, item_size)  # W
+            return [self.fusion, *self.gates.values()]
+        self.view_norm = nn.LayerNorm(view_size)
+        self.intent_norm = nn.LayerNorm(view_size)
+        # the paper's W [gated views] and U [intents], both added to the backbone's vector
+        self.view_residual = nn.Linear(width, item_size, bias=False)
+        self.intent_residual = nn.Linear(width, item_size, bias=False)
+        for module in [self.view_residual, self.intent_residual, *self.gates.values()]:
+            nn.init.zeros_(module.weight)  # start as the backbone
+        return []
 
     def _views(self, item_seq, item_seq_len):
         """``{view name: [B, d]}``: local for short, global for long, or the backbone's own."""
