@@ -43,6 +43,11 @@ OTHER_REPORTS = (
         "item's and the session's text, on validation, before any training: "
         "`python benchmarks/probe_intent_text.py` (its command is in the file)",
     ),
+    (
+        "intent-text-amazon-beauty-session.md",
+        "the same on Amazon Beauty's session subset: "
+        "`python benchmarks/probe_intent_text.py` (its command is in the file)",
+    ),
 )
 
 HEADER = """\
