@@ -1,5 +1,6 @@
 """Pieces of the semantic step: parsing, text, caches, clustering, localisation, the encoder."""
 
+import hashlib
 import json
 import os
 
@@ -102,6 +103,11 @@ def test_request_keys_are_each_requests_request_key():
         assert request_keys(model, requests, decoding) == [
             request_key(model, messages, decoding) for messages in requests
         ]
+        # the key format, written out once here: json.dumps of the three, keys sorted
+        for messages, key in zip(requests, request_keys(model, requests, decoding)):
+            payload = {"model": model, "messages": messages, "decoding": decoding}
+            text = json.dumps(payload, sort_keys=True, ensure_ascii=False)
+            assert key == hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def test_embedding_cache_survives_a_torn_write(tmp_path):

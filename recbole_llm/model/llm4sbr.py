@@ -162,8 +162,8 @@ class LLM4SBR(SequentialRecommender):
         self._shuffle_generator = torch.Generator().manual_seed(config["seed"])
 
     def _build_fusion(self, dataset, view_size, item_size):
-        """The fusion's own modules (those the fusion starts with at zero made so); returns
-        the ones to initialise like the paper's code."""
+        """Make the fusion's own modules, zeroing those that must start at zero (so LLM4SBR
+        starts as its backbone); returns the ones to initialise like the paper's code."""
         width = view_size * len(self.views)
         if self.fusion_kind == "score":
             text = torch.as_tensor(dataset.item_text_matrix(), dtype=torch.float)

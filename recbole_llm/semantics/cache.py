@@ -45,16 +45,15 @@ READ_BLOCK = 1 << 24
 
 
 def request_key(model_identity, messages, decoding):
-    """The cache key of one LLM request."""
-    payload = _KEY_JSON.encode(
-        {"model": model_identity, "messages": messages, "decoding": decoding}
-    )
-    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+    """The cache key of one LLM request: the sha256 of the sorted-key JSON of
+    ``{"decoding", "messages", "model"}`` (:func:`request_keys`)."""
+    return request_keys(model_identity, [messages], decoding)[0]
 
 
 def request_keys(model_identity, requests, decoding):
-    """:func:`request_key` of each request (chat messages): the same keys, with the JSON of
-    the model and decoding made once (a dict's JSON is its sorted items' in order)."""
+    """The cache key of each request (chat messages), with the JSON of the model and decoding
+    made once: the text is ``json.dumps({"decoding": ..., "messages": ..., "model": ...},
+    sort_keys=True, ensure_ascii=False)``, a dict's JSON being its sorted items' in order."""
     head = '{"decoding": ' + _KEY_JSON.encode(decoding) + ', "messages": '
     tail = ', "model": ' + _KEY_JSON.encode(model_identity) + "}"
     encode, sha256 = _KEY_JSON.encode, hashlib.sha256
