@@ -82,8 +82,8 @@ class LLM4SBR(SequentialRecommender):
       weight relative to the backbone. Two numbers learn how much to trust
       each intent; nothing maps a session's intent vector to item ids, so a per-session intent
       cannot be memorised as a session key (with ``additive`` on 4,886 training sessions the
-      training loss fell a third faster than the backbone's and validation NDCG@50 dropped
-      from 0.102 to 0.078, GRU4Rec seed 2020).
+      tenth epoch's training loss was a third below the backbone's, 186 against 282, and
+      validation NDCG@50 peaked at 0.078 against 0.102, GRU4Rec seed 2020).
 
     Controls that can fail (``intent_control``, at ``intent_control_phase``): every session gets
     the mean intent of the dataset (``mean``), or another session's intents (``shuffle``, a
