@@ -246,6 +246,37 @@ def test_a_validation_report_shows_no_test_result(tmp_path):
             benchmark.load_suite(str(path))
 
 
+def test_rows_with_history_masked_get_their_own_table(tmp_path):
+    """A leaderboard whose metrics are unmasked shows the masked metrics of the rows that have
+    them (general models run with mask_history) in a table of their own, and only those rows;
+    a report whose metrics are masked already has no such table."""
+    report = {"output": "board.md", "metrics": ["ndcg"], "topk": [10]}
+    suite = {"name": "board", "dataset": "d", "seeds": [1, 2], "runs": ["Seq", "Graph"]}
+    path = tmp_path / "board.yaml"
+    path.write_text(yaml.safe_dump(dict(suite, report=report)))
+
+    def row(test):
+        return {"valid": test, "test": test, "epochs": 3, "seconds_per_epoch": 1.0}
+
+    rows = {
+        ("Seq", 1): row({"ndcg@10": 0.5}),
+        ("Graph", 1): row({"ndcg@10": 0.1, "masked_ndcg@10": 0.3}),
+        ("Graph", 2): row({"ndcg@10": 0.2, "masked_ndcg@10": 0.5}),
+    }
+    text = benchmark.render_report(benchmark.load_suite(str(path)), rows)
+    masked = text[text.index("## With each user's history masked") :]
+    assert "| model | masked_ndcg@10 | runs |" in masked
+    assert "| Graph | 0.4000 ± 0.1414 | 2 |" in masked and "| Seq |" not in masked
+    assert "| Graph | 0.1500 ± 0.0707 |" in text[: text.index("## With each")]
+    for value in rows.values():
+        value["test"].pop("masked_ndcg@10", None)
+    assert "history masked" not in benchmark.render_report(benchmark.load_suite(str(path)), rows)
+    path.write_text(yaml.safe_dump(dict(suite, report=dict(report, metrics=["masked_ndcg"]))))
+    rows[("Graph", 1)]["test"]["masked_ndcg@10"] = 0.3
+    text = benchmark.render_report(benchmark.load_suite(str(path)), rows)
+    assert "## With each user's history masked" not in text
+
+
 def test_paired_bootstrap_and_comparison_from_known_rows(tmp_path):
     assert benchmark.paired_bootstrap([0.1] * 50) == pytest.approx((0.1, 0.1, 0.1))
     mean, low, high = benchmark.paired_bootstrap(np.linspace(-1, 3, 401))

@@ -108,6 +108,38 @@ def _comparison_lines(suite, rows, seeds, metric):
     return lines
 
 
+def _masked_lines(suite, rows, metric_keys):
+    """The masked metrics of the rows that have them, where the report's own metrics are not
+    masked (a suite whose rows mostly ran without ``mask_history``, e.g. general models run
+    under a leaderboard's sequential protocol with their history masked as well)."""
+    if any(key.startswith("masked_") for key in metric_keys):
+        return []
+    split = suite["report"]["split"]
+    masked = [f"masked_{key}" for key in metric_keys]
+    table = []
+    for entry in suite["runs"]:
+        found = [r for r in entry_rows(rows, entry) if masked[0] in r[split]]
+        if found:
+            cells = [mean_std([r[split][k] for r in found if k in r[split]]) for k in masked]
+            table.append(f"| {entry['label']} | " + " | ".join(cells) + f" | {len(found)} |")
+    if not table:
+        return []
+    return [
+        "",
+        "## With each user's history masked",
+        "",
+        "The rows run with `mask_history: True` also rank without the items each user had "
+        "before the target (for a general model, RecBole's general protocol: the training "
+        "items at validation, training and validation items at test), in the same "
+        "evaluation pass as the table above; the other rows were not evaluated this way. "
+        "Mean ± std over seeds.",
+        "",
+        "| model | " + " | ".join(masked) + " | runs |",
+        "|---|" + "---:|" * (len(masked) + 1),
+        *table,
+    ]
+
+
 #: LLM4SBR's metrics (its P@K, with one target per session, is RecBole's hit@K) and names
 PAPER_METRICS = (("hit", "P"), ("mrr", "MRR"))
 
@@ -195,6 +227,7 @@ def render_report(suite, rows, chart=None):
             lines += _comparison_lines(suite, rows, seeds, metric)
     if report.get("paper_mode"):
         lines += _paper_mode_lines(suite, rows)
+    lines += _masked_lines(suite, rows, metric_keys)
     if suite.get("findings"):
         # hand-written: what the tables mean, where a goal falls short and why
         lines += ["", "## Findings", "", suite["findings"].strip()]
