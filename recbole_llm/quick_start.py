@@ -214,6 +214,20 @@ def run_recbole_llms(rank, *args):
     run_recbole_llm(*args[:3], config_dict=config_dict, queue=kwargs.get("queue"))
 
 
+def prepare_before_ranks(model, dataset, config_file_list=None, config_dict=None):
+    """A distributed run's data and semantic files, made (or checked) once in the launching
+    process before its ranks start: each rank then finds them current and only reads them,
+    instead of every rank preparing the dataset and running the LLM step at once."""
+    config = Config(
+        model=model, dataset=dataset, config_file_list=config_file_list, config_dict=config_dict
+    )
+    ensure_dataset(config)
+    if getattr(config.model_class, "semantics", None) is not None:
+        check_atomic_files(config)
+        init_seed(config["seed"], config["reproducibility"])  # the files a single run makes
+        prepare_semantics(config)
+
+
 def run(
     model,
     dataset,
@@ -242,6 +256,7 @@ def run(
         )
     import torch.multiprocessing as mp
 
+    prepare_before_ranks(model, dataset, config_file_list, config_dict)
     if world_size == -1:
         world_size = nproc
     queue = mp.get_context("spawn").SimpleQueue()

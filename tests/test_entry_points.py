@@ -8,7 +8,9 @@ import socket
 import pytest
 import torch
 
+from recbole_llm import quick_start
 from recbole_llm.quick_start import load_data_and_model, run, run_recbole_llm
+from recbole_llm.semantic_step import prepare_semantics
 
 
 def assert_valid_result(result, metric="recall@10"):
@@ -101,3 +103,31 @@ def test_distributed_run_on_cpu_with_gloo(fast_config):
     )
     assert result is not None, "rank 0 returns the result through the queue"
     assert_valid_result(result)
+
+
+def test_distributed_eimf_makes_its_semantic_files_once_before_the_ranks(
+    semantic_config, monkeypatch
+):
+    """The launching process runs the LLM step once; the two ranks find its files current and
+    train on them without rewriting any (each would otherwise make them itself, at once)."""
+    made = []
+
+    def prepare_once(config):
+        manifest = prepare_semantics(config)
+        folder = semantic_config["data_path"]
+        made.append({path: os.stat(path).st_mtime_ns for path in data_files(folder)})
+        return manifest
+
+    monkeypatch.setattr(quick_start, "prepare_semantics", prepare_once)
+    config = dict(semantic_config, interest_source="categories", hidden_size=16)
+    result = run("EIMF", "synth", config_dict=config, saved=True, nproc=2, port=free_port())
+    assert_valid_result(result)
+    assert len(made) == 1, "the launcher prepares the semantic files once"
+    names = {os.path.basename(path) for path in made[0]}
+    assert {"synth.eimf.json", "synth.interest", "synth.itemtext"} <= names
+    after = {path: os.stat(path).st_mtime_ns for path in made[0]}
+    assert after == made[0], "a rank rewrote a semantic file"
+
+
+def data_files(folder):
+    return [os.path.join(d, name) for d, _, names in os.walk(folder) for name in names]
