@@ -204,6 +204,7 @@ KEYS = _table(
     model("multi_positive", "bool", neutral=False),
     model("semantic_targets", "str", neutral="text"),
     model("semantic_control", "str", neutral="none"),
+    model("semantic_negatives", "int", neutral=0),
     model("fusion", "str", neutral="paper"),
     model("global_pool", "str", neutral="sum"),
     model("intent_control", "str", neutral="none"),

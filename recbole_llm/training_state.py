@@ -129,6 +129,7 @@ class ResumableStateMixin:
                 ),
                 "python": random.getstate(),
                 "loader": generator.get_state() if generator is not None else None,
+                "model": {name: g.get_state() for name, g in model_generators(self.model)},
             },
         }
         save_checkpoint(plain_numbers(state), state_file)
@@ -169,4 +170,18 @@ class ResumableStateMixin:
         generator = getattr(train_data, "generator", None)
         if rng["loader"] is not None and generator is not None:
             generator.set_state(rng["loader"])
+        saved = rng.get("model") or {}  # states written before models' generators were kept
+        for name, model_generator in model_generators(self.model):
+            if name in saved:
+                model_generator.set_state(saved[name])
         return state["finished"]
+
+
+def model_generators(model):
+    """``(name, generator)`` for each ``torch.Generator`` a model's modules hold as attributes
+    (LLM4SBR's shuffled-intent draws, EIMF's sampled classes): kept in the training state, so a
+    resumed run draws what an uninterrupted one would."""
+    for prefix, module in model.named_modules():
+        for attr, value in sorted(vars(module).items()):
+            if isinstance(value, torch.Generator):
+                yield (f"{prefix}.{attr}" if prefix else attr), value

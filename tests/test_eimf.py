@@ -222,6 +222,53 @@ def test_semantic_targets_id_couples_the_semantic_loss_to_the_backbone(eimf_conf
     assert "item_embedding.weight" in grads(model.backbone)
 
 
+@pytest.mark.parametrize("targets", ["text", "id"])
+def test_sampled_semantic_softmax_is_the_formula_and_draws_its_own_stream(eimf_config, targets):
+    """semantic_negatives: N scores each readout against its target and N items drawn for the
+    batch, a draw equal to the row's target masked; the draws come from the model's own
+    generator (the backbone's random stream is untouched); with N = 0 the loss is the full
+    softmax over every item, the padding item excluded."""
+    config = dict(eimf_config, semantic_weight=1.0, align_weight=0.0, semantic_targets=targets)
+    _, full, train, _, _ = build(config)
+    _, sampled, _, _, _ = build(dict(config, semantic_negatives=7))
+    sampled.load_state_dict(full.state_dict())
+    batch = next(iter(train))
+    full.eval(), sampled.eval()  # no dropout: the two models compute the same readouts
+    rows, items = batch["semantic_interest_row"], batch[full.POS_ITEM_ID]
+    readout, target_text, _ = full.semantic(rows, items)
+
+    def classes(model, ids):
+        if targets == "text":
+            return model.semantic.item_text_projection(model.semantic.item_text[ids])
+        return model.behaviour.item_embedding(ids)
+
+    every = torch.arange(full.behaviour.item_embedding.num_embeddings)
+    logits = readout @ classes(full, every).T
+    logits[:, 0] = float("-inf")
+    expected_full = torch.nn.functional.cross_entropy(logits, items)
+    assert torch.allclose(full.calculate_loss(batch)[-1], expected_full, atol=1e-5)
+
+    generator = torch.Generator().manual_seed(eimf_config["seed"] + 2)
+    draws = torch.randint(1, len(every), (7,), generator=generator)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    loss = sampled.calculate_loss(batch)[-1]
+    assert torch.equal(torch.get_rng_state(), before), "the draws use the model's own generator"
+    positive = (readout * classes(sampled, items)).sum(-1, keepdim=True)
+    negative = (readout @ classes(sampled, draws).T).masked_fill(
+        draws.unsqueeze(0) == items.unsqueeze(1), float("-inf")
+    )
+    expected = torch.nn.functional.cross_entropy(
+        torch.cat([positive, negative], dim=1), torch.zeros_like(items)
+    )
+    assert torch.allclose(loss, expected, atol=1e-5)
+    assert not torch.allclose(loss, expected_full, atol=1e-3)
+    if targets == "id":  # the sampled loss still reaches the backbone
+        sampled.train()
+        sampled.calculate_loss(batch)[-1].backward()
+        assert "item_embedding.weight" in grads(sampled.backbone)
+
+
 def test_controls_remove_the_user_semantics(eimf_config):
     config = dict(eimf_config, semantic_weight=0.0, align_weight=1.0, align_mix=[1, 0, 0, 0])
     for control in ("target_text", "item_align_only"):

@@ -45,11 +45,12 @@ def run(model, config_dict, interrupt_at=None, monkeypatch=None):
 @pytest.fixture(params=["SASRec", "EIMF"])
 def resumable(request, fast_config, semantic_config, tmp_path):
     """SASRec (dropout draws from torch's stream; the loader shuffles with its own generator)
-    and EIMF-REMI (semantic features, its own losses), three epochs with no early stop."""
+    and EIMF-REMI (semantic features, its own losses, its sampled semantic classes drawn from
+    the model's own generator), three epochs with no early stop."""
     base = semantic_config if request.param == "EIMF" else fast_config
     config = dict(base, epochs=3, stopping_step=10, hidden_dropout_prob=0.3)
     if request.param == "EIMF":
-        config.update(interest_source="categories", hidden_size=16)
+        config.update(interest_source="categories", hidden_size=16, semantic_negatives=5)
     return request.param, config
 
 

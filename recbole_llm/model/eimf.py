@@ -170,6 +170,13 @@ class EIMF(SequentialRecommender):
         self.semantic_control = config_choice(
             "semantic_control", config["semantic_control"], SEMANTIC_CONTROLS
         )  # LLM-free controls
+        self.semantic_negatives = config["semantic_negatives"]  # 0: softmax over every item
+        if not isinstance(self.semantic_negatives, int) or self.semantic_negatives < 0:
+            raise ValueError(
+                f"semantic_negatives must be an integer >= 0, got {self.semantic_negatives!r}"
+            )
+        # the sampled classes' own stream: the backbone's random draws stay those it makes alone
+        self._negative_generator = torch.Generator().manual_seed(config["seed"] + 2)
 
         backbone_name = config["backbone"]
         if backbone_name == "EIMF":
@@ -233,8 +240,9 @@ class EIMF(SequentialRecommender):
             )
         item_align_only = self.semantic_control == "item_align_only"
         semantic_weight = 0.0 if item_align_only else self.semantic_weight
-        # every item's projected text, once per batch, when the prediction loss needs it
-        table = self.semantic.item_table() if semantic_weight else None
+        # every item's projected text, once per batch, only for a full softmax over texts
+        full_text = self.semantic_targets == "text" and not self.semantic_negatives
+        table = self.semantic.item_table() if semantic_weight and full_text else None
         rows = interaction[INTEREST_ROW]
         semantic_readout, target_text, mask = self.semantic(rows, target_items, item_table=table)
         valid = mask.any(dim=1)
@@ -245,14 +253,9 @@ class EIMF(SequentialRecommender):
         if semantic_weight:
             loss = behaviour_readout.new_zeros(())
             if valid.any():
-                classes = (
-                    table
-                    if self.semantic_targets == "text"
-                    else self.behaviour.item_embedding.weight
+                loss = self._semantic_prediction(
+                    semantic_readout[valid], target_items[valid], target_text[valid], table
                 )
-                logits = semantic_readout[valid] @ classes.T
-                logits[:, 0] = float("-inf")
-                loss = F.cross_entropy(logits, target_items[valid])
             losses.append(semantic_weight * loss)
         if self.align_weight:
             user_nce = user_cos = behaviour_readout.new_zeros(())
@@ -274,6 +277,36 @@ class EIMF(SequentialRecommender):
             )
             losses.append(self.align_weight * alignment)
         return losses
+
+    def _class_vectors(self, items):
+        """The semantic-prediction classes of ``items``: their projected texts, or the
+        backbone's embeddings of them (``semantic_targets: id``)."""
+        if self.semantic_targets == "text":
+            return self.semantic.item_text_projection(self.semantic.item_text[items])
+        return self.behaviour.item_embedding(items)
+
+    def _semantic_prediction(self, readout, targets, target_text, table):
+        """Cross-entropy of each readout's target among every item (``semantic_negatives: 0``)
+        or among its target and ``semantic_negatives`` items drawn uniformly for the batch (a
+        draw equal to a row's target is masked in that row; with uniform draws the sampled
+        softmax needs no correction)."""
+        if not self.semantic_negatives:
+            classes = table if table is not None else self.behaviour.item_embedding.weight
+            logits = readout @ classes.T
+            logits[:, 0] = float("-inf")
+            return F.cross_entropy(logits, targets)
+        n_items = self.behaviour.item_embedding.num_embeddings
+        sampled = torch.randint(
+            1, n_items, (self.semantic_negatives,), generator=self._negative_generator
+        ).to(targets.device)
+        positive = target_text if self.semantic_targets == "text" else self._class_vectors(targets)
+        positive_logit = (readout * positive).sum(-1, keepdim=True)
+        negative_logits = readout @ self._class_vectors(sampled).T
+        negative_logits = negative_logits.masked_fill(
+            sampled.unsqueeze(0) == targets.unsqueeze(1), float("-inf")
+        )
+        logits = torch.cat([positive_logit, negative_logits], dim=1)
+        return F.cross_entropy(logits, torch.zeros_like(targets))
 
     def calculate_loss(self, interaction):
         item_seq, item_seq_len = interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN]
