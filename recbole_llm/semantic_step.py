@@ -44,8 +44,14 @@ def load_or_create(config, kind):
     except SemanticsError as err:
         if not config["auto_semantics"]:
             raise
-        # the message ends in a command; keep the next sentence apart from its last flag
-        getLogger().warning(f"{err} | auto_semantics is on: running the semantic step now.")
+        if isinstance(err, files.MissingSemantics):  # a first run: nothing is wrong
+            getLogger().info(
+                f"No {kind} semantics for dataset '{config['dataset']}' yet: auto_semantics "
+                f"is on, so the semantic step runs now (alone: {command(config, kind)})."
+            )
+        else:  # stale or damaged files are replaced: say so
+            # the message ends in a command; keep the next sentence apart from its last flag
+            getLogger().warning(f"{err} | auto_semantics is on: running the semantic step now.")
         run_pipeline(config, kind)
         manifest = files.read_manifest(config, kind, wanted, command(config, kind))
     failed = (manifest.get("generation") or {}).get("failed", 0)

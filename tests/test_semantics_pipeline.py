@@ -1,6 +1,7 @@
 """The semantic step end to end on synthetic data: files, cache, resume, leakage, validation."""
 
 import json
+import logging
 import os
 import shutil
 
@@ -185,7 +186,7 @@ def test_the_suggested_command_makes_the_semantics_this_run_reads():
     )
 
 
-def test_validation_names_the_file_and_what_to_do(semantic_config):
+def test_validation_names_the_file_and_what_to_do(semantic_config, caplog):
     config = eimf_config(semantic_config)
     wanted = settings(config, "eimf")
     with pytest.raises(SemanticsError, match=r"--model=EIMF --dataset=synth --semantics"):
@@ -219,6 +220,13 @@ def test_validation_names_the_file_and_what_to_do(semantic_config):
     with pytest.raises(SemanticsError, match=r"Stale semantics: 'synth.inter' changed") as err:
         files.read_manifest(config, "eimf", wanted, "cmd")
     assert str(err.value).endswith("Regenerate with: cmd")
+    # auto_semantics replaces stale files, and says so as a warning (a first run: INFO)
+    caplog.set_level(logging.INFO)
+    load_or_create(config, "eimf")
+    warned = [r for r in caplog.records if "running the semantic step now" in r.getMessage()]
+    assert warned and warned[0].levelno == logging.WARNING
+    assert "Stale semantics: 'synth.inter' changed" in warned[0].getMessage()
+    files.read_manifest(config, "eimf", wanted, "cmd")  # current again
 
 
 def test_bad_vectors_and_unknown_ids_are_errors(semantic_config, tmp_path):

@@ -77,6 +77,10 @@ class SemanticsError(UserError):
     """Semantic files are missing, stale or invalid; the message says which file and why."""
 
 
+class MissingSemantics(SemanticsError):
+    """A dataset has no semantics of a kind yet (no manifest): a first run's normal state."""
+
+
 def semantics_dir(config):
     """Folder of a dataset's semantic files: ``semantics_dir`` (a relative one is inside the
     dataset's folder, e.g. ``semantics_dir: categories``), else the dataset's folder."""
@@ -331,7 +335,7 @@ def read_manifest(config, kind, settings=None, command=None):
         command = default_command(config, kind)
     path = manifest_path(config, kind)
     if not os.path.isfile(path):
-        raise SemanticsError(
+        raise MissingSemantics(
             f"No {kind} semantics for dataset '{config['dataset']}' ('{path}' is missing). "
             f"Create them with: {command}"
         )
