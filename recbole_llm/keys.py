@@ -136,7 +136,7 @@ KEYS = _table(
     ours("dataset_class", "str", None, DATASET),
     ours("trainer_class", "str", None),
     ours("mask_history", "bool", False, neutral=False),
-    ours("eval_protocol", "str", "recbole", DATASET, choices=PROTOCOLS, neutral="recbole"),
+    ours("eval_protocol", "str", "recbole", DATASET, EIMF, choices=PROTOCOLS, neutral="recbole"),
     ours("test_every_epoch", "bool", False, neutral=False),
     ours("item_text_source", "str", "none", DATASET, choices=TEXT_SOURCES, neutral="none"),
     ours("item_text_init", "str", "none", choices=TEXT_INITS, neutral="none"),

@@ -18,7 +18,7 @@ MAX_LINES = 400
 #: folder: semantics, model, data, bench) in the same layer. In layers 4 and 6 the modules may
 #: import each other; there only the absence of cycles orders them.
 LAYERS = [
-    {"recbole_llm", "errors", "utils", "paths", "fields", "keys"},
+    {"recbole_llm", "errors", "utils", "paths", "fields", "keys", "protocols"},
     {"assets", "compat", "arguments"},
     {"semantics", "model"},
     {"data"},

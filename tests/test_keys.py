@@ -42,6 +42,7 @@ EIMF_SETTINGS = {
     "typical_assignment",
     "semantics_seed",
     "eval_args",
+    "eval_protocol",  # left out of settings() at its default: files made before stay current
     "user_inter_num_interval",
     "item_inter_num_interval",
     "rm_dup_inter",

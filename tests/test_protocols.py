@@ -8,9 +8,10 @@ import pytest
 import torch
 
 from recbole_llm.config import Config
-from recbole_llm.data.evaluation import COMIREC_SPLIT_SEED, MultiTargetEvalDataLoader
+from recbole_llm.data.evaluation import MultiTargetEvalDataLoader
 from recbole_llm.data.utils import data_preparation
 from recbole_llm.errors import UserError
+from recbole_llm.protocols import COMIREC_SPLIT_SEED
 from recbole_llm.quick_start import _build, create_dataset, run_recbole_llm
 
 #: user u (1..N_USERS) has LENGTHS[u - 1] interactions, items "u0", "u1", ... in time order
@@ -167,13 +168,40 @@ def test_comirec_refuses_what_it_cannot_evaluate(hand_made, tmp_path, synthetic_
         split_config = comirec_config(hand_made, tmp_path)
         config = Config(model="BPR", dataset="hand", config_dict=split_config)
         data_preparation(config, create_dataset(config))
-    with pytest.raises(UserError, match="EIMF's semantic step"):
-        config = Config(
-            model="EIMF", dataset="hand", config_dict=comirec_config(hand_made, tmp_path)
-        )
-        create_dataset(config)
     with pytest.raises(UserError, match="eval_protocol must be one of"):
         split(hand_made, tmp_path, eval_protocol="paper")
+
+
+def test_eimf_under_comirec_prompts_training_users_only(semantic_config):
+    """Under the ComiRec protocol EIMF's semantic step reads the protocol's training users'
+    whole sequences, exactly what trains, and no validation or test user; the manifest records
+    the protocol (a setting left out at its default, so files made before stay current)."""
+    from recbole_llm.semantic_step import plain_dataset
+    from recbole_llm.semantics.history import split_training_histories, training_histories
+    from recbole_llm.semantics.settings import settings
+
+    config_dict = dict(
+        semantic_config, interest_source="categories", hidden_size=16, eval_protocol="comirec"
+    )
+    config = Config(model="EIMF", dataset="synth", config_dict=config_dict)
+    histories = split_training_histories(plain_dataset(config))
+    train, valid, test = data_preparation(config, create_dataset(config))
+    assert dict(histories) == dict(training_histories(train._dataset))
+    dataset = train._dataset
+    held_out = {
+        str(t)
+        for part in (valid, test)
+        for t in dataset.id2token(dataset.uid_field, part._dataset.inter_feat[dataset.uid_field])
+    }
+    assert held_out and not held_out & set(histories)
+    assert settings(config, "eimf")["eval_protocol"] == "comirec"
+    default = Config(
+        model="EIMF", dataset="synth", config_dict=dict(config_dict, eval_protocol="recbole")
+    )
+    assert "eval_protocol" not in settings(default, "eimf")
+
+    result = run_recbole_llm(model="EIMF", dataset="synth", config_dict=config_dict, saved=False)
+    assert 0 <= result["test_result"]["ndcg@10"] <= 1
 
 
 def test_test_every_epoch_records_each_epoch_and_changes_nothing_else(

@@ -8,7 +8,7 @@ Two evaluation protocols (``eval_protocol``):
 - ``comirec``: the protocol of EIMF's official code, ComiRec's (Cen et al., "Controllable
   Multi-Interest Framework for Recommendation", KDD 2020; THUDM/ComiRec). Labelled, never the
   default, for every sequential model on a dataset of user sequences (not benchmark files).
-  Users are shuffled (seed :data:`COMIREC_SPLIT_SEED`, ComiRec's preprocessing seed, the same
+  Users are shuffled (seed :data:`recbole_llm.protocols.COMIREC_SPLIT_SEED`, ComiRec's preprocessing seed, the same
   for every training seed) and split 8:1:1. Training users' whole sequences train (RecBole's
   prefix augmentation: every prefix predicts its next item). A validation or test user of ``n``
   interactions (time order) is one evaluation row: its first ``floor(0.8 n)`` items are the
@@ -28,19 +28,13 @@ from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.utils import ModelType
 
 from recbole_llm.errors import UserError
-
-#: ``eval_protocol`` values: RecBole's split (default) and EIMF's ComiRec protocol.
-PROTOCOLS = ("recbole", "comirec")
-#: The seed of the ComiRec protocol's user shuffle (ComiRec's preprocessing uses 1230).
-COMIREC_SPLIT_SEED = 1230
-#: Shares of users for training and validation; the rest are test users.
-COMIREC_USER_SHARES = (0.8, 0.1)
+from recbole_llm.protocols import PROTOCOLS, comirec_user_parts
 
 
 def protocol_of(config):
     """The config's ``eval_protocol``, checked: ``comirec`` needs a sequential model on user
-    sequences, full-ranking evaluation, and no model whose LLM step reads the training split
-    (EIMF's semantic step reads RecBole's split, so its prompts could show test targets)."""
+    sequences and full-ranking evaluation. EIMF's semantic step then reads the protocol's
+    training users only (:func:`recbole_llm.semantics.history.comirec_training_histories`)."""
     protocol = config["eval_protocol"] or "recbole"
     if protocol not in PROTOCOLS:
         raise UserError(f"eval_protocol must be one of {', '.join(PROTOCOLS)}, got '{protocol}'")
@@ -53,11 +47,6 @@ def protocol_of(config):
         problem = "the dataset is given as benchmark files (already split: sessions)"
     elif any(config["eval_args"]["mode"][phase] != "full" for phase in ("valid", "test")):
         problem = f"eval_args mode is {config['eval_args']['mode']}, not full ranking"
-    elif getattr(getattr(config, "model_class", None), "semantics", None) == "eimf":
-        problem = (
-            "EIMF's semantic step reads RecBole's training split (eval_args), which under this "
-            "protocol holds validation and test users' targets; it cannot run under it yet"
-        )
     if problem:
         raise UserError(
             f"eval_protocol: comirec ranks one row per validation/test user of a sequential "
@@ -216,9 +205,7 @@ def comirec_split(dataset):
     counts = np.diff(np.r_[starts, len(uids)])  # a user of n items has n - 1 rows
     users = uids[starts]
 
-    shuffled = np.random.default_rng(COMIREC_SPLIT_SEED).permutation(len(users))
-    cuts = [int(share * len(users)) for share in np.cumsum(COMIREC_USER_SHARES)]
-    parts = np.split(shuffled, cuts)  # positions in ``users`` of train, valid, test users
+    parts = comirec_user_parts(len(users))  # positions in ``users`` of train, valid, test users
     train_rows = np.concatenate([np.arange(starts[u], starts[u] + counts[u]) for u in parts[0]])
     built = [dataset.copy(inter[torch.as_tensor(np.sort(train_rows))])]
     first_items = inter[dataset.item_id_list_field][:, 0].numpy()

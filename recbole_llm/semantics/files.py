@@ -348,9 +348,7 @@ def read_manifest(config, kind, settings=None, command=None):
             f"Regenerate with: {command}"
         ) from None
     if not isinstance(manifest, dict):
-        raise SemanticsError(
-            f"'{path}' is not a manifest (a JSON object). Regenerate with: {command}"
-        )
+        raise SemanticsError(f"'{path}' is not a JSON object manifest. Regenerate with: {command}")
     if manifest.get("format") != MANIFEST_FORMAT or manifest.get("kind") != kind:
         raise SemanticsError(f"'{path}' is not a {kind} manifest of format {MANIFEST_FORMAT}.")
     current = input_hashes(config)

@@ -16,6 +16,8 @@ from collections import OrderedDict
 
 import numpy as np
 
+from recbole_llm.protocols import comirec_user_parts
+
 #: RecBole's leave-one-out modes and how many of each user's last samples they hold out
 HELD_OUT = {"valid_and_test": 2, "valid_only": 1, "test_only": 1}
 
@@ -78,6 +80,8 @@ def split_training_histories(dataset):
     user's training history is its first items up to its last training target, and users come
     in the order of their first sample. Other splits build the dataset.
     """
+    if dataset.config["eval_protocol"] == "comirec":
+        return comirec_training_histories(dataset)
     mode = _leave_one_out_mode(dataset)
     if mode is None:
         return training_histories(dataset.build()[0])
@@ -126,4 +130,31 @@ def sample_prefixes(dataset_part, key_field):
     return OrderedDict(
         (str(id2key[key]), tokens[end - length : end])
         for key, length, end in zip(inter[key_field].tolist(), lengths.tolist(), ends)
+    )
+
+
+def comirec_training_histories(dataset):
+    """Under ``eval_protocol: comirec`` (:func:`recbole_llm.data.evaluation.comirec_split`):
+    the training users' whole sequences, in time order, users in id order. Validation and test
+    users are other users, held out whole, so none of their items reaches a prompt."""
+    inter = dataset.inter_feat
+    users = inter[dataset.uid_field].to_numpy()
+    items = inter[dataset.iid_field].to_numpy()
+    times = inter[dataset.time_field].to_numpy()
+    order = np.lexsort((times, users))  # by user, then time, then file order (RecBole's sort)
+    users, items = users[order], items[order]
+    first = np.r_[True, users[1:] != users[:-1]]
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.r_[starts, len(users)])
+    with_samples = counts >= 2  # the protocol's users: those with at least one sample
+    starts, counts = starts[with_samples], counts[with_samples]
+    train, _, _ = comirec_user_parts(len(starts))
+    id2user = dataset.field2id_token[dataset.uid_field]
+    item_tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
+    return OrderedDict(
+        (
+            str(id2user[users[starts[u]]]),
+            [item_tokens[i] for i in items[starts[u] : starts[u] + counts[u]].tolist()],
+        )
+        for u in np.sort(train).tolist()
     )

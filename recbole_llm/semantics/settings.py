@@ -22,9 +22,18 @@ KINDS = (keys.EIMF, keys.LLM4SBR)
 SETTING_KEYS = {kind: keys.with_role(kind) for kind in KINDS}
 
 
+#: Settings that entered :data:`SETTING_KEYS` after files were made: left out at their neutral
+#: value, so files made before them stay current (EIMF's histories under ``eval_protocol``).
+LATE_SETTINGS = ("eval_protocol",)
+
+
 def settings(config, kind):
     """The settings a pipeline's output depends on, with the LLM as its cache identity."""
-    values = {key: config[key] for key in SETTING_KEYS[kind]}
+    values = {
+        key: config[key]
+        for key in SETTING_KEYS[kind]
+        if not (key in LATE_SETTINGS and config[key] == keys.NEUTRAL_VALUES[key])
+    }
     values["llm_identity"] = model_identity(config) if needs_llm(config, kind) else None
     values["prompt_template"] = prompts.template_hash(kind, config["item_noun"])
     values["parser"] = PARSER_VERSION
