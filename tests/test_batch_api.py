@@ -183,6 +183,7 @@ def test_export_import_and_the_step_finishes_from_the_cache(step, monkeypatch, c
     assert manifest["generation"]["calls"] == 0 and manifest["generation"]["failed"] == 0
     assert manifest["generation"]["replies_by_backend"] == {"batch": prompts}
     assert manifest["counts"]["typical_users_from_llm"] == prompts
+    assert manifest["counts"]["typical_users_echoing_example"] == 0  # themes, not the example
     assert manifest["llm"] == {"backend": "batch", "model": MODEL}
 
     # the replies are keyed as the openai backend keys them: a served run of the same model

@@ -39,6 +39,17 @@ def test_parse_interests_from_messy_replies(reply, expected):
     assert parse_interests(reply, max_interests=5) == expected
 
 
+def test_replies_that_repeat_the_worked_example_are_recognised():
+    from recbole_llm.semantics.prompts import echoes_example
+
+    # Amazon Beauty: SmolLM2-135M copied the product example's answer for half its typical users
+    assert echoes_example(["facial skin care", "eye makeup"], "product")
+    assert echoes_example(["Lip Color"], "product")
+    assert not echoes_example(["facial skin care", "hair care"], "product")
+    assert echoes_example(["period romance"], "movie") and not echoes_example([], "movie")
+    assert echoes_example(["costume drama"], "song")  # other nouns are shown the movie example
+
+
 def test_parse_interests_caps_and_drops_echoes_and_prose():
     reply = '["Toy Story", "animation", "a very long sentence that goes on and on about nothing", "b", "c", "d", "e"]'
     assert parse_interests(reply, 3, echoes=["toy story"]) == ["animation", "b", "c"]

@@ -185,6 +185,11 @@ def run_eimf(config, make_dataset, refresh, start):
             "typical_users_from_categories": source_counts.get("categories", 0),
             "typical_users_without_interests": source_counts.get("none", 0),
             "typical_users_failed": source_counts.get("failed", 0),
+            "typical_users_echoing_example": sum(
+                1
+                for u in typical_tokens
+                if sources[u] == "llm" and prompts.echoes_example(interests[u], config["item_noun"])
+            ),
             "interests": len(phrases),
         },
         "typical": {"method": typical.method, **shared.json_safe(typical.details)},

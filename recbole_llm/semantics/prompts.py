@@ -58,6 +58,14 @@ def example_noun(noun):
     return noun if noun in EIMF_EXAMPLES else DEFAULT_EXAMPLE
 
 
+def echoes_example(interests, noun):
+    """Whether parsed interests only repeat the worked example's answer shown to an LLM for
+    ``noun`` (a small LLM may copy it instead of reading the user's items): counted in the
+    manifest, not filtered."""
+    answer = {p.lower() for p in json.loads(EIMF_EXAMPLES[example_noun(noun)][2])}
+    return bool(interests) and {p.lower() for p in interests} <= answer
+
+
 def eimf_messages(item_texts, max_interests, noun="item", verb="interacted with"):
     """Chat messages asking for a typical user's interests over its last items' texts; the
     worked example is the one for ``noun`` (:data:`EIMF_EXAMPLES`)."""
