@@ -204,6 +204,31 @@ def test_eimf_under_comirec_prompts_training_users_only(semantic_config):
     assert 0 <= result["test_result"]["ndcg@10"] <= 1
 
 
+def test_comirec_histories_order_ties_as_recbole_does(tmp_path):
+    """Timestamps that differ in float64 but not in RecBole's float32 (ties, kept in file
+    order): the semantic step's ComiRec histories are exactly the sequences that train."""
+    from recbole_llm.semantic_step import plain_dataset
+    from recbole_llm.semantics.history import comirec_training_histories, training_histories
+
+    folder = tmp_path / "data" / "tied"
+    os.makedirs(folder)
+    with open(folder / "tied.inter", "w", encoding="utf-8") as f:
+        f.write("user_id:token\titem_id:token\ttimestamp:float\n")
+        for user in range(1, 21):
+            items = [f"{user}x{step}" for step in range(6)]
+            # later in time but earlier in the file: 10 s apart, one float32 value at 1e9
+            for step in (1, 0, 3, 2, 5, 4):
+                f.write(f"{user}\t{items[step]}\t{1_000_000_000 + 10 * step}\n")
+    config = Config(
+        model="SASRec",
+        dataset="tied",
+        config_dict=comirec_config(str(tmp_path / "data"), tmp_path, save_dataset=False),
+    )
+    histories = comirec_training_histories(plain_dataset(config))
+    train, _, _ = data_preparation(config, create_dataset(config))
+    assert dict(histories) == dict(training_histories(train._dataset)) and len(histories) == 16
+
+
 def test_test_every_epoch_records_each_epoch_and_changes_nothing_else(
     fast_config, tmp_path, monkeypatch
 ):

@@ -68,6 +68,11 @@ def _time_ratio(rows, label_a, label_b, seeds, key):
     return float(np.mean(times[0]) / np.mean(times[1]))
 
 
+def _metric_cells(rows, split, keys):
+    """Each metric's mean ± std over the rows that have it."""
+    return [mean_std([r[split][k] for r in rows if k in r[split]]) for k in keys]
+
+
 def mean_std(values, digits=4):
     if not values:
         return "-"
@@ -120,7 +125,7 @@ def _masked_lines(suite, rows, metric_keys):
     for entry in suite["runs"]:
         found = [r for r in entry_rows(rows, entry) if masked[0] in r[split]]
         if found:
-            cells = [mean_std([r[split][k] for r in found if k in r[split]]) for k in masked]
+            cells = _metric_cells(found, split, masked)
             table.append(f"| {entry['label']} | " + " | ".join(cells) + f" | {len(found)} |")
     if not table:
         return []
@@ -212,7 +217,7 @@ def render_report(suite, rows, chart=None):
     ]
     for entry in suite["runs"]:
         found = entry_rows(rows, entry)
-        cells = [mean_std([r[split][k] for r in found if k in r[split]]) for k in metric_keys]
+        cells = _metric_cells(found, split, metric_keys)
         epochs = mean_std([r["epochs"] for r in found], digits=1)
         seconds = f"{np.mean([r['seconds_per_epoch'] for r in found]):.1f}" if found else "-"
         lines.append(

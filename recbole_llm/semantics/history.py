@@ -85,16 +85,7 @@ def split_training_histories(dataset):
     mode = _leave_one_out_mode(dataset)
     if mode is None:
         return training_histories(dataset.build()[0])
-    inter = dataset.inter_feat
-    users = inter[dataset.uid_field].to_numpy()
-    items = inter[dataset.iid_field].to_numpy()
-    times = inter[dataset.time_field].to_numpy(dtype=np.float64).astype(np.float32)
-    order = np.lexsort((times, users))  # stable: by user, then time, then file order
-    users, items, times = users[order], items[order], times[order]
-    first = np.ones(len(users), dtype=bool)
-    first[1:] = users[1:] != users[:-1]
-    starts = np.flatnonzero(first)
-    counts = np.diff(np.append(starts, len(users)))
+    users, items, times, first, starts, counts = _sorted_interactions(dataset)
     # the position of each user's first sample (its second interaction) among all samples
     # ordered by their target's time
     sample_rows = np.flatnonzero(~first)
@@ -105,12 +96,36 @@ def split_training_histories(dataset):
     user_order = np.flatnonzero(with_samples)[np.argsort(rank[first_sample], kind="stable")]
     samples = counts - 1
     training = samples - np.minimum(HELD_OUT[mode], samples - 1)
+    # a user's history: its first item and the targets of its training samples
+    return _token_histories(dataset, users, items, starts[user_order], training[user_order] + 1)
+
+
+def _sorted_interactions(dataset):
+    """An unbuilt dataset's interactions as RecBole sorts them (by user, then its ``float32``
+    timestamp, ties in file order): users, items, times, whether each is its user's first, and
+    each user's first position and count."""
+    inter = dataset.inter_feat
+    users = inter[dataset.uid_field].to_numpy()
+    items = inter[dataset.iid_field].to_numpy()
+    times = inter[dataset.time_field].to_numpy(dtype=np.float64).astype(np.float32)
+    order = np.lexsort((times, users))  # stable: by user, then time, then file order
+    users, items, times = users[order], items[order], times[order]
+    first = np.ones(len(users), dtype=bool)
+    first[1:] = users[1:] != users[:-1]
+    starts = np.flatnonzero(first)
+    counts = np.diff(np.append(starts, len(users)))
+    return users, items, times, first, starts, counts
+
+
+def _token_histories(dataset, users, items, starts, lengths):
+    """``{user token: [item token, ...]}`` of the sorted interactions, one user per start, its
+    ``length`` items from there, in the order given."""
     id2user = dataset.field2id_token[dataset.uid_field]
     item_tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
     tokens = [item_tokens[i] for i in items.tolist()]
     return OrderedDict(
-        (str(id2user[users[start]]), tokens[start : start + length + 1])
-        for start, length in zip(starts[user_order].tolist(), training[user_order].tolist())
+        (str(id2user[users[start]]), tokens[start : start + length])
+        for start, length in zip(starts.tolist(), lengths.tolist())
     )
 
 
@@ -137,24 +152,8 @@ def comirec_training_histories(dataset):
     """Under ``eval_protocol: comirec`` (:func:`recbole_llm.data.evaluation.comirec_split`):
     the training users' whole sequences, in time order, users in id order. Validation and test
     users are other users, held out whole, so none of their items reaches a prompt."""
-    inter = dataset.inter_feat
-    users = inter[dataset.uid_field].to_numpy()
-    items = inter[dataset.iid_field].to_numpy()
-    times = inter[dataset.time_field].to_numpy()
-    order = np.lexsort((times, users))  # by user, then time, then file order (RecBole's sort)
-    users, items = users[order], items[order]
-    first = np.r_[True, users[1:] != users[:-1]]
-    starts = np.flatnonzero(first)
-    counts = np.diff(np.r_[starts, len(users)])
+    users, items, _, _, starts, counts = _sorted_interactions(dataset)
     with_samples = counts >= 2  # the protocol's users: those with at least one sample
     starts, counts = starts[with_samples], counts[with_samples]
-    train, _, _ = comirec_user_parts(len(starts))
-    id2user = dataset.field2id_token[dataset.uid_field]
-    item_tokens = [str(t) for t in dataset.field2id_token[dataset.iid_field]]
-    return OrderedDict(
-        (
-            str(id2user[users[starts[u]]]),
-            [item_tokens[i] for i in items[starts[u] : starts[u] + counts[u]].tolist()],
-        )
-        for u in np.sort(train).tolist()
-    )
+    train = np.sort(comirec_user_parts(len(starts))[0])
+    return _token_histories(dataset, users, items, starts[train], counts[train])
