@@ -22,7 +22,7 @@ from recbole_llm.semantics.history import (
     split_training_histories,
     training_histories,
 )
-from recbole_llm.semantics.interests import user_text_vectors
+from recbole_llm.semantics.interests import UserTextVectors, user_text_vectors
 from recbole_llm.semantics.typical import select_typical_users
 
 OUTPUTS = ("intent", "itemtext")
@@ -78,6 +78,58 @@ def test_user_vectors_in_chunks_are_each_users_own_mean():
     old /= np.linalg.norm(old, axis=1, keepdims=True).clip(1e-12)
     for chunk in (1, 7, 65536):
         assert np.array_equal(user_text_vectors(histories, row_of, item_vectors, chunk), old)
+    # on demand, any users in any order (clustering reads a sample, then blocks)
+    source = UserTextVectors(histories, row_of, item_vectors)
+    picked = rng.permutation(300)[:57]
+    assert np.array_equal(source[picked], old[picked])
+    assert np.array_equal(source[10:90], old[10:90]) and source[[]].shape == (0, 24)
+
+
+class CountingRows:
+    """Rows made on demand, as ``UserTextVectors`` makes them, counting the most asked at once."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, vectors):
+        self.vectors, self.shape, self.most = vectors, vectors.shape, 0
+
+    def __len__(self):
+        return len(self.vectors)
+
+    def __getitem__(self, index):
+        rows = self.vectors[index]
+        self.most = max(self.most, len(rows))
+        return rows
+
+
+def test_affinity_propagation_reads_a_sample_and_blocks_of_users_not_all():
+    rng = np.random.default_rng(4)
+    vectors = rng.standard_normal((9000, 8)).astype(np.float32)  # three blocks of the assignment
+    users = [str(u) for u in range(9000)]
+    kwargs = dict(method="ap", typical_ratio=0.01, max_ap_users=300, seed=5)
+    rows = CountingRows(vectors)
+    lazy = select_typical_users(users, rows, **kwargs)
+    whole = select_typical_users(users, vectors, **kwargs)
+    assert lazy.exemplars == whole.exemplars and len(lazy.exemplars) > 1
+    assert np.array_equal(lazy.assignment, whole.assignment)
+    assert rows.most == 4096  # a block, never the 9,000 rows
+
+
+def test_a_target_past_the_ap_sample_makes_every_sampled_user_typical(monkeypatch, caplog):
+    from recbole_llm.semantics import typical
+
+    def no_fit(*args):
+        raise AssertionError("AP fitted although its answer is known")
+
+    monkeypatch.setattr(typical, "_affinity_propagation", no_fit)
+    rng = np.random.default_rng(6)
+    vectors = rng.standard_normal((2000, 8)).astype(np.float32)
+    users = [str(u) for u in range(2000)]
+    # 5 % of 2,000 is 100 typical users, but AP may cluster only 60 of them
+    picked = select_typical_users(users, vectors, typical_ratio=0.05, max_ap_users=60, seed=5)
+    assert len(picked.exemplars) == 60 and picked.details["clusters"] == 60
+    assert all(picked.assignment[e] == e for e in picked.exemplars)
+    assert "ap_max_users" in caplog.text and "kmeans" in caplog.text
 
 
 @pytest.mark.parametrize("method", ["ap", "kmeans"])

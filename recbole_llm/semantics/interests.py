@@ -19,28 +19,59 @@ from recbole_llm.semantics.text import category_words
 from recbole_llm.semantics.typical import select_typical_users
 
 
-def user_text_vectors(histories, row_of, item_vectors, chunk_users=65536):
-    """Each user's text vector, the mean of its training items' vectors L2-normalised:
-    ``[n_users, D]`` float32 in ``histories``' order, exactly as each user's own ``mean(0)``
-    gives it. A chunk of users at a time, longest history first, adds its users' k-th items
-    for k = 1, 2, ... (the additions ``mean`` makes, in its order), so memory is the result
-    plus one chunk's vectors and Python loops over positions, not users."""
-    users = list(histories)
-    lengths = np.fromiter((len(histories[u]) for u in users), dtype=np.int64, count=len(users))
-    offsets = np.cumsum(lengths) - lengths
-    rows = np.fromiter(
-        (row_of[i] for u in users for i in histories[u]), dtype=np.int64, count=int(lengths.sum())
-    )
-    vectors = np.empty((len(users), item_vectors.shape[1]), dtype=np.float32)
-    for start in range(0, len(users), chunk_users):
-        chunk = start + np.argsort(-lengths[start : start + chunk_users], kind="stable")
-        longest, first = lengths[chunk], offsets[chunk]
-        sums = item_vectors[rows[first]]
-        for k in range(1, int(longest[0]) if len(chunk) else 0):
+class UserTextVectors:
+    """Each user's text vector, the mean of its training items' vectors L2-normalised, made on
+    demand: ``vectors[index]`` (an index array or a slice, in ``histories``' order) gives
+    ``[len(index), D]`` float32, each row exactly as that user's own ``mean(0)`` gives it,
+    whichever other users share the call. Clustering reads a sample and then blocks of users,
+    so 1M users' 1.5 GB of vectors are never held at once.
+
+    A call adds its users' k-th items for k = 1, 2, ..., longest history first (the additions
+    ``mean`` makes, in its order): Python loops over positions, not users."""
+
+    dtype = np.dtype(np.float32)
+
+    def __init__(self, histories, row_of, item_vectors):
+        self.users = list(histories)
+        self.lengths = np.fromiter(
+            (len(histories[u]) for u in self.users), dtype=np.int64, count=len(self.users)
+        )
+        self.offsets = np.cumsum(self.lengths) - self.lengths
+        self.rows = np.fromiter(
+            (row_of[i] for u in self.users for i in histories[u]),
+            dtype=np.int64,
+            count=int(self.lengths.sum()),
+        )
+        self.item_vectors = item_vectors
+        self.shape = (len(self.users), item_vectors.shape[1])
+
+    def __len__(self):
+        return len(self.users)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            index = np.arange(len(self))[index]
+        return self._compute(np.asarray(index, dtype=np.int64).reshape(-1))
+
+    def _compute(self, index):
+        order = np.argsort(-self.lengths[index], kind="stable")
+        longest, first = self.lengths[index[order]], self.offsets[index[order]]
+        sums = self.item_vectors[self.rows[first]]
+        for k in range(1, int(longest[0]) if len(index) else 0):
             active = int(np.count_nonzero(longest > k))
-            sums[:active] += item_vectors[rows[first[:active] + k]]
-        vectors[chunk] = sums / longest[:, None].astype(np.float32)
-    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+            sums[:active] += self.item_vectors[self.rows[first[:active] + k]]
+        vectors = np.empty((len(index), self.shape[1]), dtype=np.float32)
+        vectors[order] = sums / longest[:, None].astype(np.float32)
+        vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
+        return vectors
+
+
+def user_text_vectors(histories, row_of, item_vectors, chunk_users=65536):
+    """Every user's text vector at once (``UserTextVectors``), a chunk of users at a time."""
+    source = UserTextVectors(histories, row_of, item_vectors)
+    vectors = np.empty(source.shape, dtype=np.float32)
+    for start in range(0, len(source), chunk_users):
+        vectors[start : start + chunk_users] = source[start : start + chunk_users]
     return vectors
 
 
@@ -115,10 +146,9 @@ def run_eimf(config, make_dataset, refresh, start):
     row_of = {t: i for i, t in enumerate(tokens)}
 
     users = list(histories)
-    user_vectors = user_text_vectors(histories, row_of, item_vectors)
     typical = select_typical_users(
         users,
-        user_vectors,
+        UserTextVectors(histories, row_of, item_vectors),
         method=config["typical_selection"],
         typical_ratio=config["typical_ratio"],
         max_ap_users=config["ap_max_users"],

@@ -52,7 +52,7 @@ def _nearest(vectors, centres):
     result = np.empty(len(vectors), dtype=np.int64)
     centres = np.asarray(centres, dtype=np.float64)
     centre_sq = (centres * centres).sum(axis=1)
-    for start in range(0, len(vectors), 4096):
+    for start in range(0, len(vectors), 4096):  # rows made on demand are made a block at a time
         block = np.asarray(vectors[start : start + 4096], dtype=np.float64)
         distances = centre_sq[None, :] - 2.0 * block @ centres.T
         result[start : start + 4096] = distances.argmin(axis=1)
@@ -119,20 +119,37 @@ def ap_typical(vectors, n_clusters, seed, searches=12):
     return best, best_quantile
 
 
+def _all_sampled(sample, n_clusters, n_users):
+    """When the target is the whole sample, AP's answer is known without a fit: with a
+    preference above every similarity each user is its own exemplar. (The preference search
+    could only approach it, with its 12 fits of 3,000 x 3,000 at 1M users.)"""
+    if len(sample) < n_users:
+        getLogger().warning(
+            f"{n_clusters} typical users are wanted but affinity propagation clusters "
+            f"{len(sample)} users (ap_max_users): every one of them is typical and the others "
+            "join their nearest; raise ap_max_users (memory grows with its square) or use "
+            "typical_selection: kmeans to reach the share."
+        )
+    return list(range(len(sample))), 1.0
+
+
 def select_typical_users(
     users, vectors, method="ap", typical_ratio=0.05, max_ap_users=3000, seed=2020
 ):
     """Cluster users (rows of ``vectors``) and pick typical users; see the module docstring.
 
-    Computed in float64; float32 ``vectors`` are converted a part at a time (the AP sample,
-    blocks of the assignment), as a 1M x 384 float64 copy alone would take 3 GB."""
-    vectors = np.asarray(vectors)
-    if vectors.dtype != np.float32:
+    ``vectors``: an array, or rows made on demand (``vectors[index]`` for an index array or a
+    slice, with ``dtype``, e.g. ``interests.UserTextVectors``): AP then reads its sample and
+    blocks of the assignment, never every row at once. Computed in float64; float32 rows are
+    converted a part at a time, as a 1M x 384 float64 copy alone would take 3 GB."""
+    if isinstance(vectors, (list, tuple)) or not hasattr(vectors, "dtype"):
+        vectors = np.asarray(vectors)
+    if isinstance(vectors, np.ndarray) and vectors.dtype != np.float32:
         vectors = vectors.astype(np.float64)
     n_clusters = target_clusters(len(users), typical_ratio)
     details = {"target_clusters": n_clusters, "users": len(users)}
     if method == "kmeans":
-        exemplars = kmeans_typical(vectors.astype(np.float64), n_clusters, seed)
+        exemplars = kmeans_typical(np.asarray(vectors[:], dtype=np.float64), n_clusters, seed)
     elif method == "ap":
         sample = np.arange(len(users))
         if len(users) > max_ap_users:
@@ -145,12 +162,15 @@ def select_typical_users(
             details["ap_sample"] = int(max_ap_users)
         # the share is of all users, not of the sample: a sample of 3,000 of ml-1m's 6,040
         # users must still give about 5 % of 6,040 typical users
-        found, quantile = ap_typical(
-            vectors[sample].astype(np.float64), min(n_clusters, len(sample)), seed
-        )
+        if n_clusters >= len(sample) > 1:
+            found, quantile = _all_sampled(sample, n_clusters, len(users))
+        else:
+            found, quantile = ap_typical(
+                np.asarray(vectors[sample], dtype=np.float64), min(n_clusters, len(sample)), seed
+            )
         if not found:
             getLogger().warning("Affinity propagation found no exemplars; using k-means instead.")
-            exemplars = kmeans_typical(vectors.astype(np.float64), n_clusters, seed)
+            exemplars = kmeans_typical(np.asarray(vectors[:], dtype=np.float64), n_clusters, seed)
             method = "kmeans"
         else:
             exemplars = [int(sample[i]) for i in found]
