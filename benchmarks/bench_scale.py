@@ -234,7 +234,7 @@ def child(work, kind, size, phase):
     from recbole.data.dataset import SequentialDataset
 
     from recbole_llm import registry, semantic_step
-    from recbole_llm.semantics import encoder, files, intents, interests, pipeline, shared
+    from recbole_llm.semantics import encoder, files, intents, interests, pipeline, shared, typical
 
     config = bench_config(work, kind, size)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -269,6 +269,10 @@ def child(work, kind, size, phase):
         ):
             if hasattr(interests, name):
                 stages.wrap(interests, name, stage)
+        if hasattr(interests, "UserTextVectors"):  # made on demand, inside typical selection
+            stages.wrap(interests.UserTextVectors, "_compute", "user vectors")
+        stages.wrap(typical, "_affinity_propagation", "affinity propagation fits")
+        stages.wrap(typical, "_nearest", "nearest exemplar")
         for name, stage in (
             ("sample_prefixes", "histories"),
             ("sample_histories", "histories"),
