@@ -11,7 +11,8 @@ exemplars). Both methods aim at a share of users (``typical_ratio``, default 5 %
   the preference is searched over quantiles of the similarities until the cluster count lands
   near the target. AP needs O(n^2) memory: past ``ap_max_users`` users it runs on a random
   sample, still aiming at ``typical_ratio`` of *all* users, and assigns the others to the
-  nearest exemplar, and says so.
+  nearest exemplar, and says so. Where that share is the whole sample or more, every sampled
+  user is an exemplar (AP's answer at a preference above every similarity), with a warning.
 """
 
 import warnings
