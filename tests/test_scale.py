@@ -113,6 +113,11 @@ def test_affinity_propagation_reads_a_sample_and_blocks_of_users_not_all():
     assert lazy.exemplars == whole.exemplars and len(lazy.exemplars) > 1
     assert np.array_equal(lazy.assignment, whole.assignment)
     assert rows.most == 4096  # a block, never the 9,000 rows
+    # k-means needs every row at once: rows made on demand give the same typical users
+    rows, kwargs = CountingRows(vectors[:600]), dict(method="kmeans", typical_ratio=0.02, seed=5)
+    lazy = select_typical_users(users[:600], rows, **kwargs)
+    whole = select_typical_users(users[:600], vectors[:600], **kwargs)
+    assert lazy.exemplars == whole.exemplars and np.array_equal(lazy.assignment, whole.assignment)
 
 
 def test_a_target_past_the_ap_sample_makes_every_sampled_user_typical(monkeypatch, caplog):

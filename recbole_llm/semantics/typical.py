@@ -60,6 +60,16 @@ def _nearest(vectors, centres):
     return result
 
 
+def _every_row(vectors, chunk=65536):
+    """All rows in float64 (k-means needs them at once), rows made on demand a chunk at a time."""
+    if isinstance(vectors, np.ndarray):
+        return vectors.astype(np.float64)
+    rows = np.empty(vectors.shape, dtype=np.float64)
+    for start in range(0, len(vectors), chunk):
+        rows[start : start + chunk] = vectors[start : start + chunk]
+    return rows
+
+
 def kmeans_typical(vectors, n_clusters, seed):
     from sklearn.cluster import KMeans
 
@@ -150,7 +160,7 @@ def select_typical_users(
     n_clusters = target_clusters(len(users), typical_ratio)
     details = {"target_clusters": n_clusters, "users": len(users)}
     if method == "kmeans":
-        exemplars = kmeans_typical(np.asarray(vectors[:], dtype=np.float64), n_clusters, seed)
+        exemplars = kmeans_typical(_every_row(vectors), n_clusters, seed)
     elif method == "ap":
         sample = np.arange(len(users))
         if len(users) > max_ap_users:
@@ -171,7 +181,7 @@ def select_typical_users(
             )
         if not found:
             getLogger().warning("Affinity propagation found no exemplars; using k-means instead.")
-            exemplars = kmeans_typical(np.asarray(vectors[:], dtype=np.float64), n_clusters, seed)
+            exemplars = kmeans_typical(_every_row(vectors), n_clusters, seed)
             method = "kmeans"
         else:
             exemplars = [int(sample[i]) for i in found]
