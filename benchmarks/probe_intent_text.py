@@ -8,9 +8,11 @@ Builds the dataset as LLM4SBR sees it (its intents and the ``.itemtext`` item ve
 the semantic step when missing) and ranks every item for each sample of ``--split`` by the
 cosine of its text vector to a query, the items of the sample's session left out (MovieLens
 sessions do not repeat items). Queries: each intent view, and LLM-free ones: the last item's
-text, the mean of the session's item texts, and a random vector. An intent that ranks the next
-item no better than the last item's own text cannot make LLM4SBR beat its last-item control
-through the text; one that ranks it at chance carries nothing. No model is trained; the test
+text, the mean of the session's item texts, and a random vector; and the last item's text with
+the intents (standardised cosines summed, as the score fusion combines terms). An intent that
+ranks the next item no better than the last item's own text cannot make LLM4SBR beat its
+last-item control through the text; one that ranks it at chance carries nothing; one that
+lifts the last item's text when added to it says something the last item does not. No model is trained; the test
 split is read only with ``--split test``.
 """
 
@@ -33,6 +35,25 @@ def queries(interaction, dataset, text, generator):
     return found
 
 
+def standardised(cosine):
+    """Each row's cosines standardised over the items (padding left out), as LLM4SBR's score
+    fusion standardises its text term."""
+    items = cosine[:, 1:]
+    return (cosine - items.mean(1, keepdim=True)) / (items.std(1, keepdim=True) + 1e-6)
+
+
+def combined(cosines, views):
+    """The last item's text with the intents, standardised and summed with equal weights:
+    what an intent adds to the last item's own text (a query that does not beat "last item"
+    adds nothing a model could not get from the last item)."""
+    last = standardised(cosines["last item"])
+    parts = {v: standardised(cosines[v]) for v in views}
+    found = {f"last item + {v}": last + parts[v] for v in views}
+    if len(views) > 1:
+        found["last item + " + " + ".join(views)] = last + sum(parts.values())
+    return found
+
+
 def measure(eval_data, dataset, ks=(10, 50)):
     """``{query: {metric@k: value}}`` of text-cosine ranking over ``eval_data``'s samples."""
     text = F.normalize(dataset.item_text_matrix().float(), dim=1)
@@ -45,8 +66,12 @@ def measure(eval_data, dataset, ks=(10, 50)):
         seen = torch.zeros(len(target), text.size(0), dtype=torch.bool)
         seen.scatter_(1, interaction["item_id_list"], True)
         seen[:, 0] = True  # padding
-        for name, query in queries(interaction, dataset, text, generator).items():
-            scores = F.normalize(query.float(), dim=1) @ text.T
+        cosines = {
+            name: F.normalize(query.float(), dim=1) @ text.T
+            for name, query in queries(interaction, dataset, text, generator).items()
+        }
+        cosines.update(combined(cosines, dataset.intent_views))
+        for name, scores in cosines.items():
             scores[seen] = float("-inf")
             top = scores.topk(min(max(ks), text.size(0)), dim=1).indices  # a tiny catalogue
             hit = top == target.unsqueeze(1)

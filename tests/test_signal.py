@@ -167,6 +167,10 @@ def test_probe_intent_text_finds_the_planted_intents_and_nothing_in_the_controls
         assert results[view]["ndcg@10"] > 0.5, results
         for control in ("last item", "session mean", "random"):
             assert results[view]["ndcg@10"] > results[control]["ndcg@10"] + 0.3, results
+        # added to the last item's text they lift it: they say what the last item does not
+        combined = results[f"last item + {view}"]["ndcg@10"]
+        assert combined > results["last item"]["ndcg@10"] + 0.2, results
+    assert "last item + long + short" in results
 
 
 def test_eimf_gains_from_planted_interests_and_loses_it_under_controls(tmp_path):
