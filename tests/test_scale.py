@@ -145,6 +145,13 @@ def test_a_target_past_the_ap_sample_makes_every_sampled_user_typical(monkeypatc
     assert len(picked.exemplars) == 60 and picked.details["clusters"] == 60
     assert all(picked.assignment[e] == e for e in picked.exemplars)
     assert "ap_max_users" in Lines.text and "kmeans" in Lines.text
+    # users with the same vector are one typical user, so none is asked for nobody
+    same = np.repeat(rng.standard_normal((5, 8)).astype(np.float32), 8, axis=0)
+    picked = select_typical_users([str(u) for u in range(40)], same, typical_ratio=1.0)
+    assert picked.exemplars == [0, 8, 16, 24, 32] and picked.details["clusters"] == 5
+    assert sorted(set(picked.assignment)) == picked.exemplars
+    one = select_typical_users(["a"], np.ones((1, 4), np.float32))  # AP needs two users
+    assert one.exemplars == [0] and one.mapping() == {"a": "a"}
 
 
 @pytest.mark.parametrize("method", ["ap", "kmeans"])

@@ -23,7 +23,7 @@ class UserTextVectors:
     """Each user's text vector, the mean of its training items' vectors L2-normalised, made on
     demand: ``vectors[index]`` (an index array or a slice, in ``histories``' order) gives
     ``[len(index), D]`` float32, each row exactly as that user's own ``mean(0)`` gives it,
-    whichever other users share the call. Clustering reads a sample and then blocks of users,
+    normalised with ``np.linalg.norm(..., axis=1)``, whichever other users share the call. Clustering reads a sample and then blocks of users,
     so 1M users' 1.5 GB of vectors are never held at once.
 
     A call adds its users' k-th items for k = 1, 2, ..., longest history first (the additions

@@ -130,18 +130,21 @@ def ap_typical(vectors, n_clusters, seed, searches=12):
     return best, best_quantile
 
 
-def _all_sampled(sample, n_clusters, n_users):
-    """When the target is the whole sample, AP's answer is known without a fit: with a
-    preference above every similarity each user is its own exemplar. (The preference search
-    could only approach it, with its 12 fits of 3,000 x 3,000 at 1M users.)"""
-    if len(sample) < n_users:
+def _all_sampled(rows, n_clusters, n_users):
+    """When the target is the whole sample (its ``rows``), AP's answer is known without a fit:
+    with a preference above every similarity each user is its own exemplar. (The preference
+    search could only approach it, with its 12 fits of 3,000 x 3,000 at 1M users.) Users with
+    the same vector (short histories of the same items) count once, by their first: a copy
+    would be sent to the LLM with nobody joining it."""
+    if len(rows) < n_users:
         getLogger().warning(
             f"{n_clusters} typical users are wanted but affinity propagation clusters "
-            f"{len(sample)} users (ap_max_users): every one of them is typical and the others "
+            f"{len(rows)} users (ap_max_users): every one of them is typical and the others "
             "join their nearest; raise ap_max_users (memory grows with its square) or use "
             "typical_selection: kmeans to reach the share."
         )
-    return list(range(len(sample))), 1.0
+    _, first = np.unique(np.asarray(rows), axis=0, return_index=True)
+    return sorted(int(i) for i in first)
 
 
 def select_typical_users(
@@ -173,8 +176,9 @@ def select_typical_users(
             details["ap_sample"] = int(max_ap_users)
         # the share is of all users, not of the sample: a sample of 3,000 of ml-1m's 6,040
         # users must still give about 5 % of 6,040 typical users
-        if n_clusters >= len(sample) > 1:
-            found, quantile = _all_sampled(sample, n_clusters, len(users))
+        if n_clusters >= len(sample):
+            found, quantile = _all_sampled(vectors[sample], n_clusters, len(users)), None
+            details["every_sampled_user_typical"] = True
         else:
             found, quantile = ap_typical(
                 np.asarray(vectors[sample], dtype=np.float64), min(n_clusters, len(sample)), seed
@@ -185,7 +189,8 @@ def select_typical_users(
             method = "kmeans"
         else:
             exemplars = [int(sample[i]) for i in found]
-            details["preference_quantile"] = quantile
+            if quantile is not None:
+                details["preference_quantile"] = quantile
     else:
         raise ValueError(f"typical_selection must be 'ap' or 'kmeans', got '{method}'")
     assignment = np.asarray(exemplars)[_nearest(vectors, vectors[exemplars])]
