@@ -12,8 +12,8 @@ text, the mean of the session's item texts, and a random vector; and the last it
 the intents (standardised cosines summed, as the score fusion combines terms). An intent that
 ranks the next item no better than the last item's own text cannot make LLM4SBR beat its
 last-item control through the text; one that ranks it at chance carries nothing; one that
-lifts the last item's text when added to it says something the last item does not. No model is trained; the test
-split is read only with ``--split test``.
+lifts the last item's text when added to it says something the last item does not. No model
+is trained; the test split is read only with ``--split test``.
 """
 
 import argparse

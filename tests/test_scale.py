@@ -22,7 +22,7 @@ from recbole_llm.semantics.history import (
     split_training_histories,
     training_histories,
 )
-from recbole_llm.semantics.interests import UserTextVectors, user_text_vectors
+from recbole_llm.semantics.interests import UserTextVectors
 from recbole_llm.semantics.typical import select_typical_users
 
 OUTPUTS = ("intent", "itemtext")
@@ -76,10 +76,11 @@ def test_user_vectors_in_chunks_are_each_users_own_mean():
     )
     old = np.stack([item_vectors[[row_of[i] for i in h]].mean(0) for h in histories.values()])
     old /= np.linalg.norm(old, axis=1, keepdims=True).clip(1e-12)
-    for chunk in (1, 7, 65536):
-        assert np.array_equal(user_text_vectors(histories, row_of, item_vectors, chunk), old)
-    # on demand, any users in any order (clustering reads a sample, then blocks)
     source = UserTextVectors(histories, row_of, item_vectors)
+    for chunk in (1, 7, 65536):
+        chunks = [source[start : start + chunk] for start in range(0, 300, chunk)]
+        assert np.array_equal(np.concatenate(chunks), old)
+    # on demand, any users in any order (clustering reads a sample, then blocks)
     picked = rng.permutation(300)[:57]
     assert np.array_equal(source[picked], old[picked])
     assert np.array_equal(source[10:90], old[10:90]) and source[[]].shape == (0, 24)

@@ -23,8 +23,9 @@ class UserTextVectors:
     """Each user's text vector, the mean of its training items' vectors L2-normalised, made on
     demand: ``vectors[index]`` (an index array or a slice, in ``histories``' order) gives
     ``[len(index), D]`` float32, each row exactly as that user's own ``mean(0)`` gives it,
-    normalised with ``np.linalg.norm(..., axis=1)``, whichever other users share the call. Clustering reads a sample and then blocks of users,
-    so 1M users' 1.5 GB of vectors are never held at once.
+    normalised with ``np.linalg.norm(..., axis=1)``, whichever other users share the call.
+    Clustering reads a sample and then blocks of users, so 1M users' 1.5 GB of vectors are
+    never held at once.
 
     A call adds its users' k-th items for k = 1, 2, ..., longest history first (the additions
     ``mean`` makes, in its order): Python loops over positions, not users."""
@@ -64,15 +65,6 @@ class UserTextVectors:
         vectors[order] = sums / longest[:, None].astype(np.float32)
         vectors /= np.linalg.norm(vectors, axis=1, keepdims=True).clip(1e-12)
         return vectors
-
-
-def user_text_vectors(histories, row_of, item_vectors, chunk_users=65536):
-    """Every user's text vector at once (``UserTextVectors``), a chunk of users at a time."""
-    source = UserTextVectors(histories, row_of, item_vectors)
-    vectors = np.empty(source.shape, dtype=np.float32)
-    for start in range(0, len(source), chunk_users):
-        vectors[start : start + chunk_users] = source[start : start + chunk_users]
-    return vectors
 
 
 def interest_requests(config, users, histories, texts):

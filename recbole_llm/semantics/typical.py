@@ -156,7 +156,7 @@ def select_typical_users(
     slice, with ``dtype``, e.g. ``interests.UserTextVectors``): AP then reads its sample and
     blocks of the assignment, never every row at once. Computed in float64; float32 rows are
     converted a part at a time, as a 1M x 384 float64 copy alone would take 3 GB."""
-    if isinstance(vectors, (list, tuple)) or not hasattr(vectors, "dtype"):
+    if not hasattr(vectors, "dtype"):  # a list: an array; rows made on demand stay so
         vectors = np.asarray(vectors)
     if isinstance(vectors, np.ndarray) and vectors.dtype != np.float32:
         vectors = vectors.astype(np.float64)
@@ -181,7 +181,7 @@ def select_typical_users(
             details["every_sampled_user_typical"] = True
         else:
             found, quantile = ap_typical(
-                np.asarray(vectors[sample], dtype=np.float64), min(n_clusters, len(sample)), seed
+                np.asarray(vectors[sample], dtype=np.float64), n_clusters, seed
             )
         if not found:
             getLogger().warning("Affinity propagation found no exemplars; using k-means instead.")
