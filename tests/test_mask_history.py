@@ -242,3 +242,33 @@ def test_eval_history_indexes_a_batch():
     rows, items = history.index([2, 0, 1])
     assert rows.tolist() == [0, 1, 1, 1]
     assert items.tolist() == [4, 7, 8, 9]
+
+
+@pytest.mark.parametrize(
+    "metrics", [["Recall", "NDCG", "MRR", "Hit", "Precision"], ["NDCG", "AveragePopularity"]]
+)
+def test_topk_collector_collects_what_recboles_collector_does(fast_config, metrics):
+    """Our sparse ``rec.topk`` is RecBole's dense one, value for value and dtype, with tied
+    scores, repeated positive pairs, rows without positives and other resources beside it."""
+    from recbole.evaluator import Collector
+
+    from recbole_llm.trainer import TopkCollector
+
+    config = Config(
+        model="SASRec",
+        dataset="synth",
+        config_dict=dict(fast_config, metrics=metrics, topk=[3, 10], valid_metric="NDCG@10"),
+    )
+    generator = torch.Generator().manual_seed(0)
+    ours, recboles = TopkCollector(config), Collector(config)
+    for rows in (7, 5):
+        scores = torch.randint(0, 6, (rows, 40), generator=generator).float()  # many ties
+        scores[:, 0] = -np.inf
+        positive_u = torch.tensor([0, 0, 0, 2, 3, 3, rows - 1])
+        positive_i = torch.tensor([5, 9, 5, 1, 39, 2, 7])  # (0, 5) twice; row 1 has none
+        for collector in (ours, recboles):
+            collector.eval_batch_collect(scores, None, positive_u, positive_i)
+    for key in recboles.data_struct._data_dict:
+        expected, got = recboles.data_struct.get(key), ours.data_struct.get(key)
+        assert got.dtype == expected.dtype and torch.equal(got, expected), key
+    assert "rec.topk" in recboles.data_struct._data_dict

@@ -154,8 +154,26 @@ class MultiInterestRecommender(SequentialRecommender):
         return self._best_interest(scores, interests.mask)
 
     def score_all(self, interests, item_table):
-        """Score every item (``[N, d]`` -> ``[B, N]``) by its best-matching interest."""
-        return self._best_interest(interests.vectors @ item_table.T, interests.mask)
+        """Score every item (``[N, d]`` -> ``[B, N]``) by its best-matching interest.
+
+        One ``[B, N]`` product per interest with a running maximum: the max over ``[B, K, N]``
+        (to float rounding: a ``[B, d]`` product need not round as a ``[B * K, d]`` one does),
+        without building that K-times larger tensor and reducing over its middle axis
+        (``benchmarks/bench_eval.py`` measures the gain)."""
+        vectors, mask = interests.vectors, interests.mask
+        table = item_table.T
+        best = None
+        for k in range(vectors.size(1)):
+            scores = vectors[:, k] @ table
+            if mask is not None:
+                scores = scores.masked_fill(~mask[:, k : k + 1], float("-inf"))
+            if best is None:
+                best = scores
+            elif best.requires_grad:
+                best = torch.maximum(best, scores)
+            else:
+                best = torch.maximum(best, scores, out=best)
+        return best
 
     def predict(self, interaction):
         interests = self.encode(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
