@@ -286,9 +286,14 @@ class LLM4SBR(SequentialRecommender):
         spread = scores[:, 1:].std(dim=1, keepdim=True).detach()
         total = 0
         for v, view in enumerate(self.views):
-            cosine = F.normalize(raw[view], dim=1) @ self.item_text.T
-            items = cosine[:, 1:]
-            standard = (cosine - items.mean(1, keepdim=True)) / (items.std(1, keepdim=True) + 1e-6)
+            # intents and item texts are data: the standardised cosines need no gradient, and
+            # building them outside autograd keeps their [B, N] intermediates off the graph
+            with torch.no_grad():
+                cosine = F.normalize(raw[view], dim=1) @ self.item_text.T
+                items = cosine[:, 1:]
+                standard = (cosine - items.mean(1, keepdim=True)) / (
+                    items.std(1, keepdim=True) + 1e-6
+                )
             total = total + self.intent_weight[v] * standard
         return total * spread
 
