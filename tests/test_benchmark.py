@@ -428,3 +428,22 @@ def test_llm_size_costs_come_from_manifests_else_from_the_ledger():
     assert (
         report.row_cost(eimf, controls, ledger)[:4] == ["0"] * 4 and ledger["EIMF-REMI"][0] == "0"
     )
+
+
+def test_probe_replies_counts_distinct_replies_and_phrases(tmp_path, monkeypatch):
+    probe = _script("probe_replies")
+    path = tmp_path / "x.replies.jsonl"
+    replies = ['["eye makeup", "hair care"]'] * 3 + ['["nail polish"]', "plain | text"]
+    with open(path, "w") as f:
+        for k, text in enumerate(replies):
+            f.write(json.dumps({"key": str(k), "text": text, "completion_tokens": 2 * k}) + "\n")
+    s = probe.summarise(str(path), top=2)
+    assert (s["replies"], s["distinct"], s["phrases"]) == (5, 3, 4)
+    assert s["top1"] == 0.6 and s["topn"] == 0.8 and s["tokens"] == 4.0
+    out = tmp_path / "out.md"
+    monkeypatch.setattr(sys, "argv", ["probe_replies.py", str(path), "--output", str(out)])
+    probe.main()
+    assert "plain \\| text" in out.read_text()  # a reply cannot break the table
+    (tmp_path / "bad.jsonl").write_text('{"key": 1}\n')
+    with pytest.raises(SystemExit, match="no 'text' field"):
+        probe.summarise(str(tmp_path / "bad.jsonl"), top=2)
