@@ -43,7 +43,9 @@ def summarise(path, top):
             try:
                 row = json.loads(line)
             except ValueError:
-                raise SystemExit(f"{path}, line {number}: not JSON; is this a reply cache?")
+                raise SystemExit(
+                    f"{path}, line {number}: not JSON; is this a reply cache?"
+                ) from None
             if not isinstance(row, dict) or not isinstance(row.get("text"), str):
                 raise SystemExit(f"{path}, line {number}: no 'text' field; is this a reply cache?")
             texts.append(row["text"])
