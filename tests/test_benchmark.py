@@ -447,3 +447,23 @@ def test_probe_replies_counts_distinct_replies_and_phrases(tmp_path, monkeypatch
     (tmp_path / "bad.jsonl").write_text('{"key": 1}\n')
     with pytest.raises(SystemExit, match="no 'text' field"):
         probe.summarise(str(tmp_path / "bad.jsonl"), top=2)
+
+
+def test_probe_eimf_prompts_variants_and_ranking():
+    """The probe's "own example" prompt is the semantic step's own; the others differ only in
+    the example shown; a masked item never outranks the target."""
+    from recbole_llm.semantics import prompts
+
+    probe = _script("probe_eimf_prompts")
+    items = ["OPI (Makeup, Nails, Nail Polish)", "Dove (Bath & Body)"]
+    own = probe.variant_messages("own example", items, 5, "product", "bought")
+    assert own == prompts.eimf_messages(items, 5, noun="product", verb="bought")
+    other = probe.variant_messages("other example", items, 5, "product", "bought")
+    assert other[1]["content"].startswith("A user watched these movies")
+    assert other[0] == own[0] and other[3] == own[3]
+    bare = probe.variant_messages("no example", items, 5, "product", "bought")
+    assert [m["role"] for m in bare] == ["system", "user"] and bare[1] == own[3]
+    scores = np.array([0.0, 0.9, 0.5, 0.8, 0.1])
+    assert probe.rank_metrics(scores, 2, set()) == (1 / np.log2(4), 1.0)  # rank 3
+    assert probe.rank_metrics(scores, 2, {1, 3}) == (1.0, 1.0)  # the two above masked
+    assert probe.rank_metrics(scores, 1, {1}) == (1.0, 1.0)  # a target is never masked
