@@ -7,7 +7,7 @@
 Two changes make one validation pass cheaper, both measured here on the same trained-for-zero
 model (the cost does not depend on the weights):
 
-- ``rec.topk`` from the positive pairs (``recbole_llm.trainer.TopkCollector``) instead of
+- ``rec.topk`` from the positive pairs (``recbole_llm.evaluator.TopkCollector``) instead of
   RecBole's dense ``[B, N]`` indicator matrix (its ``Collector``); with ``mask_history`` both the
   plain and the masked rankings are collected, so this counts twice;
 - a multi-interest model's scores as one ``[B, N]`` product per interest with a running maximum

@@ -7,7 +7,6 @@ nothing outside those trainers is patched.
 The same trainers evaluate with ``mask_history``: see :meth:`CompatTrainerMixin.evaluate`.
 """
 
-import inspect
 import os
 import time
 
@@ -15,13 +14,13 @@ import numpy as np
 import torch
 from recbole.data.dataloader import FullSortEvalDataLoader
 from recbole.evaluator import Collector, Evaluator
-from recbole.evaluator.base_metric import TopkMetric
 from recbole.trainer import Trainer
 from recbole.utils import set_color
 from torch.nn.parallel import DistributedDataParallel
 
 from recbole_llm.compat import load_checkpoint, save_checkpoint
 from recbole_llm.config_data import plain_config
+from recbole_llm.evaluator import RecordingEvaluator, TopkCollector
 from recbole_llm.training_state import ResumableStateMixin, plain_numbers, state_lock
 
 #: Prefix of the result keys and per-user metric names evaluated with ``mask_history``.
@@ -34,67 +33,6 @@ def epoch_progress(epoch_idx, epochs, seconds_per_epoch):
     left = max(epochs - epoch_idx - 1, 0) * seconds_per_epoch
     when = f"about {left / 60:.0f} min left" if left >= 90 else f"about {left:.0f} s left"
     return f"epoch {epoch_idx + 1} of {epochs}, {when if left else 'the last'}"
-
-
-class TopkCollector(Collector):
-    """RecBole's collector, with ``rec.topk`` built from the positive pairs.
-
-    RecBole marks each batch's positives in a dense ``[B, N]`` int matrix, sums it for the
-    positive counts and gathers the top-k flags from it; with 12,101 items and 4,096 rows that
-    matrix costs more than the ranking's ``topk``. The same tensor (flags of the top-k items,
-    then each row's count of distinct positives, int64) comes from the distinct ``(row, item)``
-    pairs alone. Every other resource is collected as RecBole does.
-    """
-
-    def eval_batch_collect(self, scores_tensor, interaction, positive_u, positive_i):
-        if not self.register.need("rec.topk"):
-            return super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
-        rows, items = scores_tensor.shape
-        device = scores_tensor.device
-        _, topk_idx = torch.topk(scores_tensor, max(self.topk), dim=-1)
-        pairs = torch.unique(
-            positive_u.to(device=device, dtype=torch.long) * items
-            + positive_i.to(device=device, dtype=torch.long)
-        )
-        pos_len = torch.bincount(pairs // items, minlength=rows).unsqueeze(1)
-        top_pairs = torch.arange(rows, device=device).unsqueeze(1) * items + topk_idx
-        pos_idx = torch.isin(top_pairs, pairs).to(pos_len.dtype)
-        self.data_struct.update_tensor("rec.topk", torch.cat((pos_idx, pos_len), dim=1))
-        setattr(self.register, "rec.topk", False)  # the rest as RecBole collects it
-        try:
-            super().eval_batch_collect(scores_tensor, interaction, positive_u, positive_i)
-        finally:
-            setattr(self.register, "rec.topk", True)
-
-
-class RecordingEvaluator(Evaluator):
-    """RecBole's evaluator that keeps the last evaluated data, for per-user metric values."""
-
-    last_struct = None
-
-    def evaluate(self, dataobject):
-        self.last_struct = dataobject
-        return super().evaluate(dataobject)
-
-    def per_user(self):
-        """``{"ndcg@10": array[n_users], ...}`` for the top-k metrics of the last evaluation,
-        in the evaluation dataloader's user order (RecBole only returns their means)."""
-        if self.last_struct is None:
-            raise RuntimeError("nothing has been evaluated yet")
-        values = {}
-        for name, metric in self.metric_class.items():
-            if not isinstance(metric, TopkMetric):
-                continue
-            pos_index, pos_len = metric.used_info(self.last_struct)
-            takes_len = len(inspect.signature(metric.metric_info).parameters) > 1
-            info = (
-                metric.metric_info(pos_index, pos_len)
-                if takes_len
-                else metric.metric_info(pos_index)
-            )
-            for k in metric.topk:
-                values[f"{name}@{k}"] = info[:, k - 1]
-        return values
 
 
 class CompatTrainerMixin(ResumableStateMixin):

@@ -28,6 +28,7 @@ LAYERS = [
         "config",
         "training_state",
         "trainer",
+        "evaluator",
         "registry",
         "semantic_step",
     },

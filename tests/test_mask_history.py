@@ -252,7 +252,7 @@ def test_topk_collector_collects_what_recboles_collector_does(fast_config, metri
     scores, repeated positive pairs, rows without positives and other resources beside it."""
     from recbole.evaluator import Collector
 
-    from recbole_llm.trainer import TopkCollector
+    from recbole_llm.evaluator import TopkCollector
 
     config = Config(
         model="SASRec",
