@@ -208,10 +208,10 @@ def main():
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:
-        tmp = args.output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(f"# EIMF's interest prompt, variants compared ({args.dataset})\n\n{text}")
-        os.replace(tmp, args.output)
+        from recbole_llm.utils import atomic_write
+
+        title = f"# EIMF's interest prompt, variants compared ({args.dataset})"
+        atomic_write(args.output, lambda f: f.write(f"{title}\n\n{text}"))
 
 
 if __name__ == "__main__":

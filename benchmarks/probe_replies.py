@@ -94,10 +94,10 @@ def main():
     text = "\n".join(out)
     print(text)
     if args.output:
-        tmp = args.output + ".tmp"
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(f"`python benchmarks/probe_replies.py {' '.join(sys.argv[1:])}`\n\n{text}")
-        os.replace(tmp, args.output)
+        from recbole_llm.utils import atomic_write
+
+        command = f"`python benchmarks/probe_replies.py {' '.join(sys.argv[1:])}`"
+        atomic_write(args.output, lambda f: f.write(f"{command}\n\n{text}"))
 
 
 if __name__ == "__main__":
