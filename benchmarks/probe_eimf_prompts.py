@@ -138,13 +138,15 @@ def main():
     recent = {t: histories[t][-config["prompt_max_items"] :] for t in sample}
     generator = shared.make_generator(config, "eimf", refresh=False)
 
-    interests = {}
+    interests, backends = {}, {}
     for variant in VARIANTS:
         requests = [
             variant_messages(variant, [quoted[i] for i in recent[t]], max_interests, noun, verb)
             for t in sample
         ]
         replies, _ = generator.run(requests, config["llm_batch_size"], variant)
+        made_by = collections.Counter(r.backend for r in replies if not r.error)
+        backends[variant] = ", ".join(f"{n} {b}" for b, n in sorted(made_by.items()))
         parsed = {}
         for t, reply in zip(sample, replies):
             echoes = [quoted[i] for i in recent[t]] + [quoted[i].split(" (")[0] for i in recent[t]]
@@ -187,24 +189,27 @@ def main():
         echo = [t for t in sample if parsed[t] and {p.lower() for p in parsed[t]} <= own_answer]
         distinct = len({p.lower() for t in sample for p in parsed[t]})
         usable = sum(1 for t in sample if parsed[t])
-        rows.append((name, usable, len(echo), distinct, ndcg, recall, n))
+        made = backends.get(name, "")
+        rows.append((name, made, usable, len(echo), distinct, ndcg, recall, n))
     last = evaluate(lambda t, u: item_vectors[[row_of[histories[u][-1]]]])
-    rows.append(("last training item's text (no LLM)", None, None, None, *last))
+    rows.append(("last training item's text (no LLM)", "", None, None, None, *last))
 
     lines = [
         f"`python benchmarks/probe_eimf_prompts.py {command}`",
         "",
         f"{args.users} typical users of {args.dataset} (seed {args.seed}), LLM "
-        f"{config['llm_model']} ({config['llm_backend']}); validation items of the "
-        f"{rows[0][6]} users they stand for, training items masked.",
+        f"{config['llm_model']}, repetition penalty {config['llm_repetition_penalty']}; replies "
+        f"made now by {config['llm_backend']} or found in the reply cache (the backend that made "
+        f"each is counted); validation items of the {rows[0][7]} users they stand for, training "
+        "items masked.",
         "",
-        "| interests from | typical users with interests | only the example's answer "
-        "| distinct phrases | NDCG@10 | Recall@50 |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| interests from | replies made by | typical users with interests "
+        "| only the example's answer | distinct phrases | NDCG@10 | Recall@50 |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for name, usable, echo, distinct, ndcg, recall, _ in rows:
+    for name, made, usable, echo, distinct, ndcg, recall, _ in rows:
         cells = ["", "", ""] if usable is None else [f"{usable}", f"{echo}", f"{distinct}"]
-        lines.append(f"| {name} | {' | '.join(cells)} | {ndcg:.4f} | {recall:.4f} |")
+        lines.append(f"| {name} | {made} | {' | '.join(cells)} | {ndcg:.4f} | {recall:.4f} |")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.output:

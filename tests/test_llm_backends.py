@@ -522,3 +522,17 @@ def test_first_run_message_estimates_by_local_backend_and_never_for_a_server():
     assert "about 115 min at a rough 0.45 s per prompt" in fast and "(llama_cpp" in fast
     served = first_run_message("typical users", 3, 3, "served:m", "batch")
     assert "min" not in served and "through batch" in served
+
+
+def test_transformers_repetition_penalty_looks_back_as_llama_cpp_does():
+    """The penalty reaches the last 64 context tokens only (llama.cpp's window, the one the
+    shipped replies were made with), not the whole prompt as transformers' own would: a
+    positive logit is divided, a negative one multiplied, each token once."""
+    import torch
+
+    from recbole_llm.semantics.backends import REPEAT_WINDOW, windowed_repetition_penalty
+
+    context = torch.tensor([[7] + [1] * (REPEAT_WINDOW - 2) + [2, 3, 3]])  # 7 left the window
+    scores = torch.tensor([[0.0, 2.0, -2.0, 4.0, 5.0, 1.0, 1.0, 6.0]])
+    out = windowed_repetition_penalty(2.0)(context, scores.clone())
+    assert out.tolist() == [[0.0, 1.0, -4.0, 2.0, 5.0, 1.0, 1.0, 6.0]]

@@ -42,6 +42,34 @@ def plain_prompt(messages):
     return "\n".join(lines) + "\nAssistant:"
 
 
+#: Tokens a repetition penalty looks back over: llama.cpp's ``repeat_last_n`` (llama-cpp-python's
+#: ``last_n_tokens_size``, 64), the window the shipped replies were made with.
+REPEAT_WINDOW = 64
+
+
+def windowed_repetition_penalty(penalty, window=REPEAT_WINDOW):
+    """A transformers logits processor applying ``penalty`` as llama.cpp does: to the tokens
+    among the last ``window`` of the context (prompt and reply so far), a positive logit
+    divided by it, a negative one multiplied.
+
+    transformers' own ``repetition_penalty`` covers the whole prompt instead: with EIMF's
+    one-shot prompt every quote, bracket and comma of the worked example is penalised, and
+    SmolLM2-135M at 1.3 then answers with no JSON list at all (measured: 88 of 88 Amazon
+    Beauty prompts), where llama.cpp under the same setting, and so the same cache key,
+    gives lists."""
+    from transformers import LogitsProcessor
+
+    class WindowedRepetitionPenalty(LogitsProcessor):
+        def __call__(self, input_ids, scores):
+            recent = input_ids[:, -window:]
+            picked = scores.gather(1, recent)
+            picked = picked.where(picked > 0, picked * penalty)
+            picked = picked.where(picked <= 0, picked / penalty)
+            return scores.scatter(1, recent, picked)
+
+    return WindowedRepetitionPenalty()
+
+
 class TransformersBackend:
     """A local causal LM through transformers (HF folder or GGUF file), batched, greedy."""
 
@@ -113,13 +141,15 @@ class TransformersBackend:
                 padding=True,
                 add_special_tokens=False,
             )
+            penalty = decoding["repetition_penalty"]
+            processors = [windowed_repetition_penalty(penalty)] if penalty != 1.0 else []
             with torch.no_grad():
                 output = self.model.generate(
                     input_ids=inputs["input_ids"],
                     attention_mask=inputs["attention_mask"],
                     max_new_tokens=decoding["max_new_tokens"],
                     do_sample=False,
-                    repetition_penalty=decoding["repetition_penalty"],
+                    logits_processor=processors,
                     pad_token_id=self.tokenizer.pad_token_id,
                 )
             seconds = (time.perf_counter() - start) / len(batch)
