@@ -35,27 +35,17 @@ VARIANTS = ["own example", "other example", "no example"]
 
 
 def variant_messages(variant, item_texts, max_interests, noun, verb):
-    """One EIMF prompt in a variant (the wording is the semantic step's own)."""
+    """One EIMF prompt in a variant, built by the semantic step's own
+    :func:`~recbole_llm.semantics.prompts.eimf_messages`."""
     from recbole_llm.semantics import prompts
 
-    task = prompts.EIMF_TASK.format(
-        verb=verb, noun=noun, listing=prompts.numbered(item_texts), max_interests=max_interests
-    )
-    system = {"role": "system", "content": prompts.EIMF_SYSTEM}
-    if variant == "no example":
-        return [system, {"role": "user", "content": task}]
     own = prompts.example_noun(noun)
-    shown = own if variant == "own example" else next(n for n in prompts.EIMF_EXAMPLES if n != own)
-    example_verb, listing, answer = prompts.EIMF_EXAMPLES[shown]
-    example = prompts.EIMF_TASK.format(
-        verb=example_verb, noun=shown, listing=prompts.numbered(listing), max_interests=5
-    )
-    return [
-        system,
-        {"role": "user", "content": example},
-        {"role": "assistant", "content": answer},
-        {"role": "user", "content": task},
-    ]
+    example = {
+        "own example": True,
+        "other example": next(n for n in prompts.EIMF_EXAMPLES if n != own),
+        "no example": False,
+    }[variant]
+    return prompts.eimf_messages(item_texts, max_interests, noun, verb, example=example)
 
 
 def validation_targets(config, histories):
@@ -101,6 +91,7 @@ def main():
     from recbole_llm.quick_start import create_dataset
     from recbole_llm.semantics import files, prompts, shared
     from recbole_llm.semantics.history import split_training_histories
+    from recbole_llm.semantics.interests import listed_echoes
     from recbole_llm.semantics.parsing import parse_interests
     from recbole_llm.semantics.text import category_words
 
@@ -149,7 +140,7 @@ def main():
         backends[variant] = ", ".join(f"{n} {b}" for b, n in sorted(made_by.items()))
         parsed = {}
         for t, reply in zip(sample, replies):
-            echoes = [quoted[i] for i in recent[t]] + [quoted[i].split(" (")[0] for i in recent[t]]
+            echoes = listed_echoes(quoted, recent[t])
             parsed[t] = [] if reply.error else parse_interests(reply.text, max_interests, echoes)
         interests[variant] = parsed
     words = category_words(
@@ -180,13 +171,10 @@ def main():
         return float(np.mean(ndcg)), float(np.mean(recall)), len(ndcg)
 
     rows = []
-    own_answer = {
-        p.lower() for p in json.loads(prompts.EIMF_EXAMPLES[prompts.example_noun(noun)][2])
-    }
     for name, parsed in interests.items():
         phrase_vectors = {t: (encoder.encode(parsed[t]) if parsed[t] else None) for t in sample}
         ndcg, recall, n = evaluate(lambda t, u, pv=phrase_vectors: pv[t])
-        echo = [t for t in sample if parsed[t] and {p.lower() for p in parsed[t]} <= own_answer]
+        echo = [t for t in sample if prompts.echoes_example(parsed[t], noun)]
         distinct = len({p.lower() for t in sample for p in parsed[t]})
         usable = sum(1 for t in sample if parsed[t])
         made = backends.get(name, "")

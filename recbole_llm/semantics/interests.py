@@ -80,6 +80,12 @@ def interest_requests(config, users, histories, texts):
     ]
 
 
+def listed_echoes(quoted, items):
+    """What a reply may copy from a prompt listing ``items`` instead of naming interests: each
+    listed text, and its name before " (" (the parser drops such phrases)."""
+    return [quoted[i] for i in items] + [quoted[i].split(" (")[0] for i in items]
+
+
 def _typical_interests(config, typical_tokens, histories, texts, generator):
     """Interests per typical user, and whether each came from the LLM or a fallback."""
     max_interests = config["max_interests"]
@@ -115,9 +121,7 @@ def _typical_interests(config, typical_tokens, histories, texts, generator):
     interests, sources, raw = {}, {}, {}
     for user, reply in zip(typical_tokens, replies):
         raw[user] = reply.text
-        echoes = [quoted[i] for i in recent[user]] + [
-            quoted[i].split(" (")[0] for i in recent[user]
-        ]
+        echoes = listed_echoes(quoted, recent[user])
         parsed = [] if reply.error else parse_interests(reply.text, max_interests, echoes)
         if parsed:
             interests[user], sources[user] = parsed, "llm"

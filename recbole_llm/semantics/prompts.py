@@ -66,20 +66,26 @@ def echoes_example(interests, noun):
     return bool(interests) and {p.lower() for p in interests} <= answer
 
 
-def eimf_messages(item_texts, max_interests, noun="item", verb="interacted with"):
+def eimf_messages(item_texts, max_interests, noun="item", verb="interacted with", example=True):
     """Chat messages asking for a typical user's interests over its last items' texts; the
-    worked example is the one for ``noun`` (:data:`EIMF_EXAMPLES`)."""
-    shown = example_noun(noun)
-    example_verb, listing, answer = EIMF_EXAMPLES[shown]
-    example = EIMF_TASK.format(
-        verb=example_verb, noun=shown, listing=numbered(listing), max_interests=5
-    )
+    worked example is the one for ``noun`` (:data:`EIMF_EXAMPLES`). ``example`` may name
+    another noun of :data:`EIMF_EXAMPLES` whose example to show instead, or be False for
+    none (prompt variants for ``benchmarks/probe_eimf_prompts.py``; the step uses the
+    default)."""
     task = EIMF_TASK.format(
         verb=verb, noun=noun, listing=numbered(item_texts), max_interests=max_interests
     )
+    system = {"role": "system", "content": EIMF_SYSTEM}
+    if example is False:
+        return [system, {"role": "user", "content": task}]
+    shown = example_noun(noun) if example is True else example
+    example_verb, listing, answer = EIMF_EXAMPLES[shown]
+    worked = EIMF_TASK.format(
+        verb=example_verb, noun=shown, listing=numbered(listing), max_interests=5
+    )
     return [
-        {"role": "system", "content": EIMF_SYSTEM},
-        {"role": "user", "content": example},
+        system,
+        {"role": "user", "content": worked},
         {"role": "assistant", "content": answer},
         {"role": "user", "content": task},
     ]
