@@ -26,7 +26,6 @@ own last training item's text. Generation runs through the configured LLM (repli
 import argparse
 import collections
 import json
-import os
 import sys
 
 import numpy as np
@@ -48,17 +47,11 @@ def variant_messages(variant, item_texts, max_interests, noun, verb):
     return prompts.eimf_messages(item_texts, max_interests, noun, verb, example=example)
 
 
-def validation_targets(config, histories):
+def validation_targets(dataset, histories):
     """user -> the item after its training history in its time-ordered sequence."""
-    import pandas as pd
+    from recbole_llm.semantics.history import time_ordered_sequences
 
-    path = os.path.join(config["data_path"], f"{config['dataset']}.inter")
-    frame = pd.read_csv(path, sep="\t", dtype=str)
-    frame.columns = [c.split(":")[0] for c in frame.columns]
-    uid, iid, time = config["USER_ID_FIELD"], config["ITEM_ID_FIELD"], config["TIME_FIELD"]
-    frame["_t"] = frame[time].astype(np.float64).astype(np.float32)
-    frame = frame.sort_values([uid, "_t"], kind="stable")
-    sequences = frame.groupby(uid, sort=False)[iid].agg(list).to_dict()
+    sequences = time_ordered_sequences(dataset)
     targets = {}
     for user, history in histories.items():
         sequence = sequences.get(user, [])
@@ -106,7 +99,7 @@ def main():
     with open(manifest_file, encoding="utf-8") as f:
         manifest = json.load(f)
     histories = split_training_histories(dataset)
-    targets = validation_targets(config, histories)
+    targets = validation_targets(dataset, histories)
     typical_of = {}
     with open(files.file_path(config, "usertypical"), encoding="utf-8") as f:
         next(f)

@@ -20,6 +20,7 @@ from recbole_llm.semantics import files, generator, intents, prompts, shared
 from recbole_llm.semantics.history import (
     sample_prefixes,
     split_training_histories,
+    time_ordered_sequences,
     training_histories,
 )
 from recbole_llm.semantics.interests import UserTextVectors
@@ -63,6 +64,40 @@ def test_split_histories_are_those_of_recboles_built_training_split(tmp_path, mo
     built = training_histories(plain_dataset(config).build()[0])
     assert list(fast.items()) == list(built.items())  # same users, same order, same items
     assert len(fast) > 60 and any(len(h) == 2 for h in fast.values())
+
+
+def test_whole_sequences_continue_each_history_with_recboles_validation_item(tmp_path):
+    """time_ordered_sequences sorts ties as RecBole does: each user's training history is its
+    prefix, and the next item is the target of RecBole's validation sample (probes score it)."""
+    write_ties(str(tmp_path))
+    config = Config(
+        model="SASRec",
+        dataset="ties",
+        config_dict={
+            "data_path": str(tmp_path),
+            "checkpoint_dir": str(tmp_path / "saved"),
+            "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
+            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
+            "MAX_ITEM_LIST_LENGTH": 3,
+            "state": "ERROR",
+        },
+    )
+    sequences = time_ordered_sequences(plain_dataset(config))
+    histories = split_training_histories(plain_dataset(config))
+    valid = plain_dataset(config).build()[1]
+    users = [
+        str(valid.field2id_token[valid.uid_field][u])
+        for u in valid.inter_feat[valid.uid_field].tolist()
+    ]
+    items = [
+        str(valid.field2id_token[valid.iid_field][i])
+        for i in valid.inter_feat[valid.iid_field].tolist()
+    ]
+    assert len(users) > 30
+    for user, item in zip(users, items):
+        history = histories[user]
+        assert sequences[user][: len(history)] == history
+        assert sequences[user][len(history)] == item
 
 
 def test_user_vectors_in_chunks_are_each_users_own_mean():

@@ -117,6 +117,14 @@ def _sorted_interactions(dataset):
     return users, items, times, first, starts, counts
 
 
+def time_ordered_sequences(dataset):
+    """Every user's whole sequence of an unbuilt dataset, sorted as RecBole sorts it:
+    ``{user token: [item token, ...]}``. Validation and test items included: for diagnostics
+    that score a held-out item (``benchmarks/probe_eimf_prompts.py``), never for a prompt."""
+    users, items, _, _, starts, counts = _sorted_interactions(dataset)
+    return _token_histories(dataset, users, items, starts, counts)
+
+
 def _token_histories(dataset, users, items, starts, lengths):
     """``{user token: [item token, ...]}`` of the sorted interactions, one user per start, its
     ``length`` items from there, in the order given."""
