@@ -31,6 +31,17 @@ def shipped_path(name):
     return os.path.join(PACKAGE_DIR, "shipped", name)
 
 
+#: How ``llm_reply_files`` names a file shipped with the package: ``shipped:<name>``.
+SHIPPED_PREFIX = "shipped:"
+
+
+def reply_file(name):
+    """The path an ``llm_reply_files`` entry names (``shipped:<name>``, else a path)."""
+    if name.startswith(SHIPPED_PREFIX):
+        return shipped_path(name[len(SHIPPED_PREFIX) :])
+    return name
+
+
 def cache_root(config_value=None):
     """Root folder of our caches: ``semantics_cache_dir``, else $RECBOLE_LLM_CACHE, else
     ``~/.cache/recbole_llm``."""

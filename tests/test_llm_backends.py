@@ -424,6 +424,22 @@ def test_sharded_semantic_step_writes_files_only_when_complete(server, semantic_
         open(run_pipeline(Config(model="EIMF", dataset="synth", config_dict=served), "eimf"))
     )
     assert len(server.requests) == calls and manifest["generation"]["calls"] == 0
+    # a remade reply file makes the files made from it stale (they were current from the
+    # served run above), and the step remakes them from the new replies
+    from recbole_llm.semantics import settings as step_settings
+
+    served_config = Config(model="EIMF", dataset="synth", config_dict=served)
+    current = step_settings.settings(served_config, "eimf")
+    files.read_manifest(served_config, "eimf", settings=current)
+    remade = [dict(reply, text='["remade interest"]') for reply in shipped]
+    exported.write_text("".join(json.dumps(reply) + "\n" for reply in remade))
+    with pytest.raises(files.SemanticsError, match=r"other settings \(reply_files\)"):
+        files.read_manifest(
+            served_config, "eimf", settings=step_settings.settings(served_config, "eimf")
+        )
+    manifest = json.load(open(run_pipeline(served_config, "eimf")))
+    assert len(server.requests) == calls and manifest["generation"]["calls"] == 0
+    assert {v["reply"] for v in manifest["interests"].values()} == {'["remade interest"]'}
 
 
 def test_a_missing_reply_file_is_an_error_not_an_empty_cache(tmp_path):

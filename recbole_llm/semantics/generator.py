@@ -18,7 +18,7 @@ from logging import getLogger
 import numpy as np
 
 from recbole_llm.keys import SEMANTIC_CHOICES
-from recbole_llm.paths import cache_root, shipped_path
+from recbole_llm.paths import SHIPPED_PREFIX, cache_root, reply_file, shipped_path
 from recbole_llm.semantics.backends import LlamaCppBackend, TransformersBackend
 from recbole_llm.semantics.cache import ReplyCache, request_keys
 from recbole_llm.semantics.inflight import (
@@ -360,18 +360,13 @@ class CachedGenerator:
         )
 
 
-SHIPPED_PREFIX = "shipped:"
-
-
 def reply_cache(config):
     """The reply cache of a config: ``<cache root>/replies.jsonl`` plus read-only files from
     ``llm_reply_files`` (``shipped:<name>`` is a file shipped with the package)."""
     path = os.path.join(cache_root(config["semantics_cache_dir"]), "replies.jsonl")
     extra = []
     for name in config["llm_reply_files"] or []:
-        file = (
-            shipped_path(name[len(SHIPPED_PREFIX) :]) if name.startswith(SHIPPED_PREFIX) else name
-        )
+        file = reply_file(name)
         if not os.path.isfile(file):
             # silently reading nothing would mean hours of generation instead
             raise LLMError(

@@ -7,7 +7,11 @@ configures them, which every "missing or stale semantics" message ends with.
 
 import shlex
 
+import os
+
 from recbole_llm import keys
+from recbole_llm.assets import file_sha256
+from recbole_llm.paths import reply_file
 from recbole_llm.semantics import prompts
 from recbole_llm.semantics.models import model_identity
 from recbole_llm.semantics.parsing import PARSER_VERSION
@@ -37,7 +41,18 @@ def settings(config, kind):
     values["llm_identity"] = model_identity(config) if needs_llm(config, kind) else None
     values["prompt_template"] = prompts.template_hash(kind, config["item_noun"])
     values["parser"] = PARSER_VERSION
+    if values["llm_identity"] is not None and config["llm_reply_files"]:
+        # the replies a step reads are an input like the .inter file: files made before a
+        # shipped reply file was remade (or from another cache) must not pass as current. Only
+        # when files are named, so that files made from a cache alone stay current.
+        values["reply_files"] = sorted(_reply_digest(name) for name in config["llm_reply_files"])
     return values
+
+
+def _reply_digest(name):
+    path = reply_file(name)
+    # a missing file is the generator's error to report, with the shipped files it knows
+    return file_sha256(path) if os.path.isfile(path) else f"missing:{name}"
 
 
 def needs_llm(config, kind):
