@@ -3,6 +3,7 @@ the same replies, batches, statistics and shards in chunks of any size, no slice
 requests larger than a chunk, later lines replacing earlier ones, and fingerprints that share
 their first half told apart."""
 
+import collections
 import collections.abc
 import json
 
@@ -90,11 +91,17 @@ def test_chunks_of_any_size_give_one_passs_replies_batches_and_statistics(tmp_pa
         return [generate(path, requests, chunk, refresh=run == 2) for run in range(3)]
 
     whole = three_runs(len(requests))
+    # calls: the 23 distinct prompts once each, and the 12 failing requests each time their
+    # batch is asked; a batch asked whole for one missing prompt keeps its others' replies
     assert [(r[1]["calls"], r[1]["cached"], len(r[2])) for r in whole] == [
-        (56, 4, 14),
-        (48, 12, 12),
-        (56, 4, 14),
+        (35, 25, 14),
+        (12, 48, 12),
+        (35, 25, 14),
     ]
+    texts = collections.defaultdict(set)  # a prompt gets one reply in a run
+    for (text, error, _), request in zip(whole[0][0], requests):
+        texts[request[0]["content"]].add(text or error)
+    assert all(len(replies) == 1 for replies in texts.values())
     assert whole[0][1]["failed"] == 12 and whole[0][1]["replies_by_backend"] == {"echo": 48}
     for chunk in (1, 5, 8, 13):  # whole batches of 4: chunks of 4, 4, 8 and 12 requests
         assert three_runs(chunk) == whole
@@ -105,6 +112,23 @@ def test_chunks_of_any_size_give_one_passs_replies_batches_and_statistics(tmp_pa
         lambda: backend, "served:echo", ReplyCache(str(tmp_path / "l.jsonl")), DECODING
     ).run(lazy, 4, chunk_requests=10)
     assert max(lazy.sliced) == 8, "no slice of the requests beyond a chunk (whole batches)"
+
+
+def test_a_batch_regenerated_for_one_prompt_keeps_the_others_cached_replies(tmp_path):
+    path = str(tmp_path / "replies.jsonl")
+    requests = [messages(f"p{i}") for i in range(4)]
+    cache = ReplyCache(path)
+    keys = CachedGenerator(lambda: None, "served:echo", cache, DECODING).keys(requests)
+    cache.put_many(
+        [{"key": k, "text": f"other {i}", "backend": "other"} for i, k in enumerate(keys[:3])]
+    )
+    lines = len(open(path).read().splitlines())
+    replies, stats, batches = generate(path, requests, chunk=4)
+    assert batches == [["p0", "p1", "p2", "p3"]], "the whole batch, as a run from scratch forms it"
+    assert replies[:3] == [(f"other {i}", None, "other") for i in range(3)]
+    assert replies[3] == ("p3 | p0 x 4", None, "echo")
+    assert stats["calls"] == 1 and stats["cached"] == 3
+    assert len(open(path).read().splitlines()) == lines + 1, "only the missing reply is appended"
 
 
 def test_shards_in_chunks_wait_for_each_other_and_together_give_one_run(tmp_path):

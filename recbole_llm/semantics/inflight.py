@@ -150,6 +150,11 @@ class GenerationPass:
         for i, reply in zip(asked, replies):
             key = self.keys[i]
             self.in_flight.discard(key)
+            if not self.wanted(i):
+                # batched decoding regenerates a whole batch, as an uninterrupted run forms it,
+                # for the prompts it lacks; the cached replies of the others (maybe another
+                # backend's) are kept, not replaced, and their regeneration is not a call
+                continue
             reply.backend = self.generator.backend_name
             self.results[i] = reply
             self.stats.calls += 1
