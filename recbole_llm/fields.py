@@ -11,3 +11,14 @@ INTEREST_ROW = "semantic_interest_row"
 def intent_field(view):
     """Batch field of a view's intent vectors (``long_intent``, ``short_intent``, ...)."""
     return f"{view}_intent"
+
+
+def intent_items_field(view):
+    """Batch field of a compact view's top-r item ids ``[B, r]`` (its weights:
+    :func:`intent_weights_field`); the intent vector is their weighted sum of item texts."""
+    return f"{view}_intent_items"
+
+
+def intent_weights_field(view):
+    """Batch field of a compact view's top-r item weights ``[B, r]``."""
+    return f"{view}_intent_weights"

@@ -136,3 +136,37 @@ def test_a_compact_file_with_a_wrong_row_names_it(session_root, tiny_llm, tmp_pa
 def test_compact_needs_localised_intents(session_root, tiny_llm):
     with pytest.raises(files.SemanticsError, match="intent_topr: 0 .* set intent_form: dense"):
         dataset_of(session_root, tiny_llm, "compact", intent_topr=0)
+
+
+@pytest.mark.parametrize("control", ["none", "shuffle", "mean"])
+def test_fusion_scores_from_the_gram_table_equal_the_products(session_root, tiny_llm, control):
+    from recbole.utils import init_seed
+
+    from recbole_llm.data.utils import data_preparation
+    from recbole_llm.model.llm4sbr import LLM4SBR
+
+    config, dataset = dataset_of(
+        session_root, tiny_llm, "compact", intent_control=control, backbone="GRU4Rec"
+    )
+    init_seed(config["seed"], True)
+    train = data_preparation(config, dataset)[0]
+    model = LLM4SBR(config, train.dataset).eval()  # no dropout: two passes compare
+    assert model.text_gram is not None and model.text_gram.shape == (dataset.item_num,) * 2
+    with torch.no_grad():
+        model.intent_weight.fill_(1.0)  # the text term counts as much as the backbone
+    batch = next(iter(train))
+    assert batch["long_intent_items"].shape == batch["long_intent_weights"].shape
+
+    def scores(gram):
+        model.text_gram = gram
+        model._shuffle_generator.manual_seed(7)  # the same draw for both
+        with torch.no_grad():
+            return model._all_scores(batch)[0]
+
+    gram = model.text_gram
+    from_gram, from_products = scores(gram), scores(None)
+    assert torch.allclose(from_gram, from_products, atol=1e-4), control
+    # the intents decide the scores: other sessions' items give other scores
+    batch.update(type(batch)({"long_intent_items": batch["long_intent_items"].roll(1, dims=0)}))
+    if control != "mean":
+        assert not torch.allclose(scores(gram), from_gram, atol=1e-3)

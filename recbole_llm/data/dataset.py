@@ -16,7 +16,8 @@ dataloaders call for training and evaluation batches alike.
 - :class:`LLM4SBRDataset` (session benchmark files): ``long_intent`` and ``short_intent``
   ``[B, D]`` of the row's sample (``normal_intent`` for the single-view ablation); a compact
   ``.intent`` file is kept as item ids and weights, each batch's vectors rebuilt from the
-  item-text table (an ``embedding_bag``), so memory grows with ``intent_topr``, not ``D``.
+  item-text table (an ``embedding_bag``), so memory grows with ``intent_topr``, not ``D``;
+  its batches also carry the ids and weights (``long_intent_items``, ``long_intent_weights``).
 """
 
 import itertools
@@ -28,7 +29,12 @@ import torch.nn.functional as F
 from recbole.data.dataset import SequentialDataset
 from recbole.data.interaction import Interaction
 
-from recbole_llm.fields import INTEREST_ROW, intent_field
+from recbole_llm.fields import (
+    INTEREST_ROW,
+    intent_field,
+    intent_items_field,
+    intent_weights_field,
+)
 from recbole_llm.semantics import files
 from recbole_llm.semantics.files import SemanticsError
 
@@ -295,6 +301,7 @@ class LLM4SBRDataset(SequentialDataset):
                 self._intents[column] = matrix
         self.intent_views = views
         self.intent_dim = dim
+        self.intent_form = form  # compact batches also carry each view's items and weights
         self.semantics_manifest = manifest
 
     def _load_compact(self, manifest, path, views):
@@ -352,6 +359,13 @@ class LLM4SBRDataset(SequentialDataset):
         df = super().join(df)
         if self.uid_field in df:
             sessions = df[self.uid_field]
-            fields = [intent_field(view) for view in self.intent_views]
-            df.update(Interaction({field: self.intents(field, sessions) for field in fields}))
+            added = {}
+            for view in self.intent_views:
+                field = intent_field(view)
+                added[field] = self.intents(field, sessions)
+                if field in self._localised:  # a model may score from the items themselves
+                    items, weights = self._localised[field]
+                    added[intent_items_field(view)] = items[sessions]
+                    added[intent_weights_field(view)] = weights[sessions]
+            df.update(Interaction(added))
         return df

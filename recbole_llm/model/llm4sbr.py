@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
-from recbole_llm.fields import intent_field
+from recbole_llm.fields import intent_field, intent_items_field, intent_weights_field
 from recbole_llm.model.layers import config_choice
 from recbole_llm.model.lookup import get_model
 from recbole_llm.model.session_views import (
@@ -46,6 +46,11 @@ FUSIONS = ("residual", "additive", "score", "paper")
 CONTROLS = ("none", "mean", "shuffle")
 CONTROL_PHASES = ("both", "train", "inference")
 VIEW_LOSS_REDUCTIONS = ("sum", "mean")
+
+
+#: The largest item-text Gram table (``[N, N]`` float32) fusion ``score`` keeps for compact
+#: intents: 1 GiB, about 16,000 items; beyond it each batch takes the ``[B, D] x [D, N]`` product.
+GRAM_MAX_BYTES = 1 << 30
 
 
 class LLM4SBR(SequentialRecommender):
@@ -168,6 +173,14 @@ class LLM4SBR(SequentialRecommender):
         if self.fusion_kind == "score":
             text = torch.as_tensor(dataset.item_text_matrix(), dtype=torch.float)
             self.register_buffer("item_text", F.normalize(text, dim=1), persistent=False)
+            # compact intents are weighted sums of r item texts, so their dot products with
+            # every item's unit text are weighted sums of r rows of this [N, N] table: an
+            # embedding_bag instead of a [B, D] x [D, N] product (exact to float rounding)
+            gram = None
+            compact = getattr(dataset, "intent_form", "dense") == "compact"
+            if compact and text.shape[0] ** 2 * 4 <= GRAM_MAX_BYTES:
+                gram = text @ self.item_text.T
+            self.register_buffer("text_gram", gram, persistent=False)
             self.intent_weight = nn.Parameter(torch.zeros(len(self.views)))
             return []
         if self.fusion_kind == "additive":
@@ -202,22 +215,35 @@ class LLM4SBR(SequentialRecommender):
         return self.control_phase in ("both", phase)
 
     def _raw_intents(self, interaction):
-        """The batch's intent vectors per view, after the configured control."""
+        """The batch's intent vectors per view, after the configured control, and for compact
+        intents their ``(items, weights)`` per view (None where the batch has none, or under
+        the mean control)."""
         intents = {v: interaction[intent_field(v)] for v in self.views}
+        compact = None
+        if all(intent_items_field(v) in interaction for v in self.views):
+            compact = {
+                v: (interaction[intent_items_field(v)], interaction[intent_weights_field(v)])
+                for v in self.views
+            }
         if not self._control_active():
-            return intents
+            return intents, compact
         if self.intent_control == "mean":
-            return {v: getattr(self, f"mean_{v}_intent").expand_as(x) for v, x in intents.items()}
+            means = {v: getattr(self, f"mean_{v}_intent").expand_as(x) for v, x in intents.items()}
+            return means, None
         # one permutation for all views: a session gets another session's intents, both views
         order = torch.randperm(len(next(iter(intents.values()))), generator=self._shuffle_generator)
-        return {v: x[order.to(x.device)] for v, x in intents.items()}
+        order = order.to(next(iter(intents.values())).device)
+        if compact is not None:
+            compact = {v: (items[order], weights[order]) for v, (items, weights) in compact.items()}
+        return {v: x[order] for v, x in intents.items()}, compact
 
     def _encode(self, interaction):
-        """``(views, projected intents, raw intents)`` of a batch (one control draw for all)."""
+        """``(views, projected intents, raw intents, compact intents or None)`` of a batch
+        (one control draw for all)."""
         views = self._views(interaction[self.ITEM_SEQ], interaction[self.ITEM_SEQ_LEN])
-        raw = self._raw_intents(interaction)
+        raw, compact = self._raw_intents(interaction)
         intents = {v: self.intent_projection(raw[v]) for v in self.views}
-        return views, intents, raw
+        return views, intents, raw, compact
 
     def _order(self):
         # the paper's order: local (short) before global (long)
@@ -249,7 +275,7 @@ class LLM4SBR(SequentialRecommender):
 
     def forward(self, interaction):
         """The session vectors ``[B, d]`` (needs the interaction's intents)."""
-        views, intents, _ = self._encode(interaction)
+        views, intents, _, _ = self._encode(interaction)
         return self._fuse(views, intents)
 
     def alignment_uniformity(self, views, intents):
@@ -271,15 +297,24 @@ class LLM4SBR(SequentialRecommender):
         """``[B, N]``: the session vectors against the item table, plus the backbone's
         per-candidate term where it has one (and the intents' text term, fusion ``score``),
         and the batch's views and projected intents."""
-        views, intents, raw = self._encode(interaction)
+        views, intents, raw, compact = self._encode(interaction)
         scores = self._fuse(views, intents) @ self.backbone.item_embedding.weight.T
         extra = self._candidate_scores(interaction)
         scores = scores if extra is None else scores + extra
         if self.fusion_kind == "score":
-            scores = scores + self._intent_scores(raw, scores)
+            scores = scores + self._intent_scores(raw, scores, compact)
         return scores, views, intents
 
-    def _intent_scores(self, raw, scores):
+    def _intent_cosines(self, raw, compact, view):
+        """``[B, N]``: each candidate's text cosine to the view's intent; for compact intents
+        from the Gram table (their norm from the rebuilt vector), else a product."""
+        if compact is None or self.text_gram is None:
+            return F.normalize(raw[view], dim=1) @ self.item_text.T
+        items, weights = compact[view]
+        dots = F.embedding_bag(items, self.text_gram, per_sample_weights=weights, mode="sum")
+        return dots / raw[view].norm(dim=1, keepdim=True).clamp_min(1e-12)  # as F.normalize
+
+    def _intent_scores(self, raw, scores, compact=None):
         """``[B, N]``: sum over views of ``w_v`` * the candidates' standardised text cosine
         to the view's ``raw`` intent * the spread of the backbone's ``scores`` (padding left
         out)."""
@@ -289,7 +324,7 @@ class LLM4SBR(SequentialRecommender):
             # intents and item texts are data: the standardised cosines need no gradient, and
             # building them outside autograd keeps their [B, N] intermediates off the graph
             with torch.no_grad():
-                cosine = F.normalize(raw[view], dim=1) @ self.item_text.T
+                cosine = self._intent_cosines(raw, compact, view)
                 items = cosine[:, 1:]
                 standard = (cosine - items.mean(1, keepdim=True)) / (
                     items.std(1, keepdim=True) + 1e-6
