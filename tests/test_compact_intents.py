@@ -166,6 +166,21 @@ def test_fusion_scores_from_the_gram_table_equal_the_products(session_root, tiny
     gram = model.text_gram
     from_gram, from_products = scores(gram), scores(None)
     assert torch.allclose(from_gram, from_products, atol=1e-4), control
+    if control == "none":  # both are the fusion's definition, written out
+        with torch.no_grad():
+            model.intent_weight.fill_(0.0)
+            backbone = scores(gram)
+            model.intent_weight.copy_(torch.tensor([0.7, 1.3]))
+        expected = backbone.clone()
+        spread = backbone[:, 1:].std(dim=1, keepdim=True)
+        texts = torch.nn.functional.normalize(model.item_text, dim=1)
+        for weight, view in zip((0.7, 1.3), model.views):
+            cosine = torch.nn.functional.normalize(batch[f"{view}_intent"], dim=1) @ texts.T
+            real = cosine[:, 1:]
+            standard = (cosine - real.mean(1, keepdim=True)) / (real.std(1, keepdim=True) + 1e-6)
+            expected += weight * standard * spread
+        assert torch.allclose(scores(gram), expected, atol=1e-4)
+        assert torch.allclose(scores(None), expected, atol=1e-4)
     # the intents decide the scores: other sessions' items give other scores
     batch.update(type(batch)({"long_intent_items": batch["long_intent_items"].roll(1, dims=0)}))
     if control != "mean":

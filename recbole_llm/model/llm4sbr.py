@@ -302,7 +302,7 @@ class LLM4SBR(SequentialRecommender):
         extra = self._candidate_scores(interaction)
         scores = scores if extra is None else scores + extra
         if self.fusion_kind == "score":
-            scores = scores + self._intent_scores(raw, scores, compact)
+            scores = self._add_intent_scores(raw, scores, compact)
         return scores, views, intents
 
     def _intent_cosines(self, raw, compact, view):
@@ -314,23 +314,22 @@ class LLM4SBR(SequentialRecommender):
         dots = F.embedding_bag(items, self.text_gram, per_sample_weights=weights, mode="sum")
         return dots / raw[view].norm(dim=1, keepdim=True).clamp_min(1e-12)  # as F.normalize
 
-    def _intent_scores(self, raw, scores, compact=None):
-        """``[B, N]``: sum over views of ``w_v`` * the candidates' standardised text cosine
-        to the view's ``raw`` intent * the spread of the backbone's ``scores`` (padding left
-        out)."""
+    def _add_intent_scores(self, raw, scores, compact=None):
+        """``scores`` ``[B, N]`` plus, for each view, ``w_v`` * the candidates' standardised
+        text cosine to the view's ``raw`` intent * the spread of the backbone's ``scores``
+        (means and deviations over the real items, padding left out). Written as
+        ``cos * a - mu * a`` with ``a = w_v * spread / sigma`` per row: two passes over
+        ``[B, N]`` a view besides the cosines and their statistics."""
         spread = scores[:, 1:].std(dim=1, keepdim=True).detach()
-        total = 0
         for v, view in enumerate(self.views):
-            # intents and item texts are data: the standardised cosines need no gradient, and
-            # building them outside autograd keeps their [B, N] intermediates off the graph
+            # intents and item texts are data: the cosines and their statistics need no
+            # gradient, which reaches w_v through the per-row scale alone
             with torch.no_grad():
                 cosine = self._intent_cosines(raw, compact, view)
-                items = cosine[:, 1:]
-                standard = (cosine - items.mean(1, keepdim=True)) / (
-                    items.std(1, keepdim=True) + 1e-6
-                )
-            total = total + self.intent_weight[v] * standard
-        return total * spread
+                sigma, mean = torch.std_mean(cosine[:, 1:], dim=1, keepdim=True)
+            scale = self.intent_weight[v] * spread / (sigma + 1e-6)
+            scores = torch.addcmul(scores - mean * scale, cosine, scale)
+        return scores
 
     def calculate_loss(self, interaction):
         logits, views, intents = self._all_scores(interaction)
