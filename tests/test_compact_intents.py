@@ -185,3 +185,16 @@ def test_fusion_scores_from_the_gram_table_equal_the_products(session_root, tiny
     batch.update(type(batch)({"long_intent_items": batch["long_intent_items"].roll(1, dims=0)}))
     if control != "mean":
         assert not torch.allclose(scores(gram), from_gram, atol=1e-3)
+
+
+def test_real_item_statistics_equal_torch_std_mean_without_the_padding_column():
+    from recbole_llm.model.layers import real_item_std_mean
+
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randn(6, 3001, generator=generator) * 0.05 + 0.4  # cosines: small spread
+    scores[:, 0] = 50.0  # the padding column must not count
+    std, mean, centred = real_item_std_mean(scores)
+    want_std, want_mean = torch.std_mean(scores[:, 1:], dim=1, keepdim=True)
+    assert torch.allclose(mean, want_mean, atol=1e-6)
+    assert torch.allclose(std, want_std, rtol=1e-4)
+    assert torch.allclose(centred, scores - want_mean, atol=1e-5)

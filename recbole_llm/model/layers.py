@@ -29,6 +29,18 @@ def masked_softmax(logits, mask, dim):
     return torch.softmax(logits, dim=dim) * mask
 
 
+def real_item_std_mean(scores):
+    """``(std, mean, scores - mean)`` of each row of ``[B, N]`` item scores over the real items
+    (column 0, the padding id, left out of the statistics, not of the centred scores); the
+    unbiased ``std`` as ``torch.std``. Two passes as sums, several times faster on a CPU than
+    ``torch.std_mean`` over a row slice, and equal to float rounding."""
+    n = scores.shape[1] - 1
+    mean = scores[:, 1:].sum(dim=1, keepdim=True) / n
+    centred = scores - mean
+    squares = torch.linalg.vector_norm(centred[:, 1:], dim=1, keepdim=True).square()
+    return (squares / (n - 1)).sqrt(), mean, centred
+
+
 def squash(vectors, eps=1e-9):
     """Capsule squash: keep the direction, map the norm into [0, 1)."""
     norm_sq = (vectors * vectors).sum(dim=-1, keepdim=True)

@@ -19,7 +19,7 @@ from recbole.model.abstract_recommender import SequentialRecommender
 from recbole.utils import InputType
 
 from recbole_llm.fields import intent_field, intent_items_field, intent_weights_field
-from recbole_llm.model.layers import config_choice
+from recbole_llm.model.layers import config_choice, real_item_std_mean
 from recbole_llm.model.lookup import get_model
 from recbole_llm.model.session_views import (
     POOLS,
@@ -317,18 +317,17 @@ class LLM4SBR(SequentialRecommender):
     def _add_intent_scores(self, raw, scores, compact=None):
         """``scores`` ``[B, N]`` plus, for each view, ``w_v`` * the candidates' standardised
         text cosine to the view's ``raw`` intent * the spread of the backbone's ``scores``
-        (means and deviations over the real items, padding left out). Written as
-        ``cos * a - mu * a`` with ``a = w_v * spread / sigma`` per row: two passes over
-        ``[B, N]`` a view besides the cosines and their statistics."""
-        spread = scores[:, 1:].std(dim=1, keepdim=True).detach()
+        (means and deviations over the real items, padding left out), as
+        ``(cos - mean) * w_v * spread / std`` row by row: one pass over ``[B, N]`` a view
+        besides the cosines and their statistics."""
+        with torch.no_grad():
+            spread = real_item_std_mean(scores)[0]
         for v, view in enumerate(self.views):
             # intents and item texts are data: the cosines and their statistics need no
             # gradient, which reaches w_v through the per-row scale alone
             with torch.no_grad():
-                cosine = self._intent_cosines(raw, compact, view)
-                sigma, mean = torch.std_mean(cosine[:, 1:], dim=1, keepdim=True)
-            scale = self.intent_weight[v] * spread / (sigma + 1e-6)
-            scores = torch.addcmul(scores - mean * scale, cosine, scale)
+                sigma, _, centred = real_item_std_mean(self._intent_cosines(raw, compact, view))
+            scores = torch.addcmul(scores, centred, self.intent_weight[v] * spread / (sigma + 1e-6))
         return scores
 
     def calculate_loss(self, interaction):
