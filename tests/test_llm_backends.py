@@ -437,6 +437,10 @@ def test_sharded_semantic_step_writes_files_only_when_complete(server, semantic_
         files.read_manifest(
             served_config, "eimf", settings=step_settings.settings(served_config, "eimf")
         )
+    # and so does naming no reply file where the files were made from one
+    plain = Config(model="EIMF", dataset="synth", config_dict=dict(served, llm_reply_files=None))
+    with pytest.raises(files.SemanticsError, match=r"other settings \(reply_files\)"):
+        files.read_manifest(plain, "eimf", settings=step_settings.settings(plain, "eimf"))
     manifest = json.load(open(run_pipeline(served_config, "eimf")))
     assert len(server.requests) == calls and manifest["generation"]["calls"] == 0
     assert {v["reply"] for v in manifest["interests"].values()} == {'["remade interest"]'}
