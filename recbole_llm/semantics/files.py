@@ -359,12 +359,8 @@ def read_manifest(config, kind, settings=None, command=None):
                 f"{command}"
             )
     if settings is not None and manifest["settings_hash"] != settings_hash(settings):
-        made = manifest["settings"]
-        current_values = json.loads(json.dumps(settings, default=str))
-        # a setting either side lacks counts too (reply_files: named now, or only then)
-        changed = sorted(
-            k for k in {*made, *current_values} if made.get(k) != current_values.get(k)
-        )
+        made, now = manifest["settings"], json.loads(json.dumps(settings, default=str))
+        changed = sorted(k for k in {*made, *now} if made.get(k) != now.get(k))  # either side
         raise SemanticsError(
             f"Stale semantics: '{path}' was made with other settings ({', '.join(changed)}). "
             f"Regenerate with: {command}"
