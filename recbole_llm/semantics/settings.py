@@ -5,9 +5,8 @@ identity); :func:`command` is the command line that creates a dataset's semantic
 configures them, which every "missing or stale semantics" message ends with.
 """
 
-import shlex
-
 import os
+import shlex
 
 from recbole_llm import keys
 from recbole_llm.assets import file_sha256
