@@ -131,6 +131,22 @@ def test_a_batch_regenerated_for_one_prompt_keeps_the_others_cached_replies(tmp_
     assert len(open(path).read().splitlines()) == lines + 1, "only the missing reply is appended"
 
 
+def test_a_named_reply_file_wins_over_the_caches_own_replies(tmp_path):
+    cache_path, shipped = str(tmp_path / "replies.jsonl"), tmp_path / "shipped.jsonl"
+    own = ReplyCache(cache_path)
+    own.put_many([{"key": k, "text": f"old {k}"} for k in ("a", "b")])
+    shipped.write_text("".join(json.dumps({"key": k, "text": f"shipped {k}"}) + "\n" for k in "bc"))
+    cache = ReplyCache(cache_path, read_only_paths=[str(shipped)])
+    assert [cache.get(k)["text"] for k in "abc"] == ["old a", "shipped b", "shipped c"]
+    ReplyCache(cache_path).put_many([{"key": k, "text": f"new {k}"} for k in "bcd"])
+    cache.reload()  # lines another process appended do not replace the named file's either
+    assert [cache.get(k)["text"] for k in "abcd"] == ["old a", "shipped b", "shipped c", "new d"]
+    assert len(cache) == 4
+    fresh = ReplyCache(cache_path, read_only_paths=[str(shipped)])  # merged arrays alike
+    fresh.index._merge()
+    assert [fresh.get(k)["text"] for k in "abcd"] == ["old a", "shipped b", "shipped c", "new d"]
+
+
 def test_shards_in_chunks_wait_for_each_other_and_together_give_one_run(tmp_path):
     requests = [messages(f"p{i}") for i in range(30)]
     single = generate(str(tmp_path / "single.jsonl"), requests, 64)
@@ -181,7 +197,8 @@ def test_the_index_finds_each_keys_latest_line_across_merges(tmp_path, monkeypat
     assert len(cache) == 41 and len(reader) == 42  # the shipped 'a' is the reader's too
     reopened = ReplyCache(path)  # every line merged into the sorted arrays
     assert "a" not in reopened and reopened.get("a") is None  # by length, 'b' shares a half
-    assert reader.get("a")["text"] == "a" and reader.get("b")["text"] == "ours"
+    # the shipped file's latest 'a', and its 'b' over the cache's own (a named file wins)
+    assert reader.get("a")["text"] == "a" and reader.get("b")["text"] == "b"
     where, length = reader.find(["k7", "zz", "a"])
     assert where[1] == -1 and reader.read(where[0], length[0])["text"] == "t7"
 

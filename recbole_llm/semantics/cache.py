@@ -125,7 +125,8 @@ def _warn_malformed(path, malformed):
 
 
 class ReplyCache:
-    """LLM replies in a JSON-lines file, plus optional read-only files (e.g. shipped replies).
+    """LLM replies in a JSON-lines file, plus optional read-only files (e.g. shipped replies),
+    whose replies win over the file's own for the same prompt.
 
     Only the index of the replies is in memory (:class:`ReplyIndex`, 28 bytes a reply); an
     entry is read from its file when asked for (:meth:`get`, or :meth:`find` and :meth:`read`
@@ -140,7 +141,11 @@ class ReplyCache:
         self._offset = 0  # bytes of ``path`` read so far (the file only grows)
         self._held = {}  # claim slot -> [its lock, batches holding it]
         for extra in read_only_paths:
-            _, malformed = self._scan(self.index.add_source(extra), 0)
+            source = self.index.add_source(extra)
+            # a named file's replies are what a run asked for: the cache's own lines for the
+            # same prompts (another backend's, or an older version's) do not replace them
+            self.index.pinned.add(source)
+            _, malformed = self._scan(source, 0)
             _warn_malformed(extra, malformed)
             self.malformed += malformed
         self._drop_torn_tail()

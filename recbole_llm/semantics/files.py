@@ -360,7 +360,7 @@ def read_manifest(config, kind, settings=None, command=None):
             )
     if settings is not None and manifest["settings_hash"] != settings_hash(settings):
         made, now = manifest["settings"], json.loads(json.dumps(settings, default=str))
-        changed = sorted(k for k in {*made, *now} if made.get(k) != now.get(k))  # either side
+        changed = sorted(k for k in {*made, *now} if made.get(k, made) != now.get(k, made))
         raise SemanticsError(
             f"Stale semantics: '{path}' was made with other settings ({', '.join(changed)}). "
             f"Regenerate with: {command}"

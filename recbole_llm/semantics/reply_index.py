@@ -10,7 +10,8 @@ fingerprint.
 
 The files only grow (appends, or a rewrite that keeps every complete line where it was), so a
 location stays valid; a later line of a key replaces an earlier one, and a file indexed later
-(the cache's own file, after its read-only companions) replaces the earlier files.
+replaces the earlier files, except that no line replaces one of a *pinned* source: the
+read-only files a config names (``llm_reply_files``) win over the cache's own file.
 """
 
 import hashlib
@@ -55,6 +56,8 @@ class ReplyIndex:
         self._length = np.empty(0, dtype=np.uint32)
         self._recent = {}  # key -> (where, length), not yet merged
         self._distinct = 0
+        #: sources whose replies no other source's line replaces (files a config names)
+        self.pinned = set()
 
     def __len__(self):
         return self._distinct
@@ -88,12 +91,24 @@ class ReplyIndex:
         """Index ``lines``: ``(key, offset, length)`` of lines of ``source`` in file order."""
         lines = list(lines)
         new = list({key: None for key, _, _ in lines if key not in self._recent})
+        guard = bool(self.pinned) and source not in self.pinned
+        held = set()  # keys a pinned source has, which this source's lines do not replace
         if new and len(self._high):
-            in_base = self._base_rows(fingerprints(new)) >= 0
+            rows = self._base_rows(fingerprints(new))
+            in_base = rows >= 0
             self._distinct += int((~in_base).sum())
+            if guard:
+                sources = self._where[rows[in_base]] >> OFFSET_BITS
+                found = [key for key, hit in zip(new, in_base) if hit]
+                held = {key for key, s in zip(found, sources.tolist()) if s in self.pinned}
         else:
             self._distinct += len(new)
         for key, offset, length in lines:
+            if guard and (
+                key in held
+                or (key in self._recent and self._recent[key][0] >> OFFSET_BITS in self.pinned)
+            ):
+                continue
             self._recent[key] = ((source << OFFSET_BITS) | offset, length)
         if len(self._recent) >= MERGE_EVERY:
             self._merge()
