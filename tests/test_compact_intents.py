@@ -198,3 +198,29 @@ def test_real_item_statistics_equal_torch_std_mean_without_the_padding_column():
     assert torch.allclose(mean, want_mean, atol=1e-6)
     assert torch.allclose(std, want_std, rtol=1e-4)
     assert torch.allclose(centred, scores - want_mean, atol=1e-5)
+
+
+def test_the_gram_table_is_kept_only_for_compact_intents_within_its_budget(
+    session_root, tiny_llm, monkeypatch
+):
+    from recbole_llm.data.utils import data_preparation
+    from recbole_llm.model import llm4sbr
+
+    def model_of(form):
+        config, dataset = dataset_of(session_root, tiny_llm, form, backbone="GRU4Rec")
+        train = data_preparation(config, dataset)[0]
+        return llm4sbr.LLM4SBR(config, train.dataset), train
+
+    assert model_of("dense")[0].text_gram is None
+    assert model_of("compact")[0].text_gram is not None
+    monkeypatch.setattr(llm4sbr, "GRAM_MAX_BYTES", 0)
+    model, train = model_of("compact")  # too many items: the products, same scores
+    assert model.text_gram is None
+    batch = next(iter(train))
+    model.eval()
+    with torch.no_grad():
+        model.intent_weight.fill_(1.0)
+        beyond = model._all_scores(batch)[0]
+        model.text_gram = (model_text := model.item_text) @ model_text.T  # unit rows: cosines
+        within = model._all_scores(batch)[0]
+    assert torch.allclose(beyond, within, atol=1e-4) and "long_intent_items" in batch
