@@ -55,6 +55,8 @@ class FakeServer(ChatServer):
         if model == "auth" and headers.get("Authorization") != f"Bearer {SECRET}":
             return 401, b'{"error": "bad key"}'
         answer = f'["theme {len(prompt) % 7}", "theme {len(prompt) % 5 + 7}"]'
+        if model == "prose":  # bracketed words in prose, as a penalised small model writes
+            answer = f"[Theme {len(prompt) % 7}] [Star Wars] These are just some examples"
         return 200, chat_payload(answer, len(prompt.split()), 6)
 
 
@@ -382,6 +384,33 @@ def test_kill_minus_nine_then_resume_gives_identical_files(server, semantic_conf
             open(files.file_path(config, suffix)).read()
             == open(files.file_path(clean_config, suffix)).read()
         )
+
+
+def test_replies_that_are_not_lists_are_counted_and_warned_about(
+    server, semantic_config, tmp_path, caplog
+):
+    config = Config(
+        model="EIMF",
+        dataset="synth",
+        config_dict=served_step(
+            semantic_config, server, "prose", semantics_cache_dir=str(tmp_path)
+        ),
+    )
+    with caplog.at_level(logging.WARNING):
+        manifest = json.load(open(run_pipeline(config, "eimf")))
+    counts = manifest["counts"]
+    assert counts["typical_users_from_llm"] == counts["typical_users_replying_no_list"] > 0
+    assert "are not JSON lists" in caplog.text and "--refresh" in caplog.text
+    listed = Config(
+        model="EIMF",
+        dataset="synth",
+        config_dict=served_step(semantic_config, server, "ok", semantics_cache_dir=str(tmp_path)),
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        manifest = json.load(open(run_pipeline(listed, "eimf")))
+    assert manifest["counts"]["typical_users_replying_no_list"] == 0
+    assert "are not JSON lists" not in caplog.text
 
 
 def test_sharded_semantic_step_writes_files_only_when_complete(server, semantic_config, tmp_path):

@@ -13,7 +13,7 @@ import numpy as np
 
 from recbole_llm.semantics import files, prompts, shared
 from recbole_llm.semantics.history import split_training_histories
-from recbole_llm.semantics.parsing import parse_interests
+from recbole_llm.semantics.parsing import is_list_reply, parse_interests
 from recbole_llm.semantics.settings import needs_llm
 from recbole_llm.semantics.text import category_words
 from recbole_llm.semantics.typical import select_typical_users
@@ -190,6 +190,10 @@ def run_eimf(config, make_dataset, refresh, start):
     seconds = time.perf_counter() - start
     generation = shared.log_summary(stats, encoder, seconds)
     source_counts = collections.Counter(sources.values())
+    no_list = sum(
+        1 for u in typical_tokens if sources[u] == "llm" and not is_list_reply(raw.get(u))
+    )
+    _warn_no_lists(no_list, source_counts.get("llm", 0))
     name = config["dataset"]
     manifest = {
         **shared.manifest_header(config, "eimf"),
@@ -211,6 +215,7 @@ def run_eimf(config, make_dataset, refresh, start):
             "typical_users_from_categories": source_counts.get("categories", 0),
             "typical_users_without_interests": source_counts.get("none", 0),
             "typical_users_failed": source_counts.get("failed", 0),
+            "typical_users_replying_no_list": no_list,
             "typical_users_echoing_example": sum(
                 1
                 for u in typical_tokens
@@ -228,3 +233,20 @@ def run_eimf(config, make_dataset, refresh, start):
         },
     }
     return files.write_manifest(config, "eimf", manifest)
+
+
+#: Share of LLM replies without the asked-for list above which the step warns.
+NO_LIST_WARNING_SHARE = 0.5
+
+
+def _warn_no_lists(no_list, from_llm):
+    """Say so, loudly, when most replies are not the JSON list the prompt asks for: the parser
+    then keeps bracketed fragments of prose, plausible-looking interests that mean little."""
+    if from_llm and no_list > NO_LIST_WARNING_SHARE * from_llm:
+        getLogger().warning(
+            f"EIMF semantics: {no_list} of {from_llm} LLM replies are not JSON lists (the "
+            "prompt asks for one; the parser kept bracketed fragments). A small model does this "
+            "now and then; most replies doing it point to a reply cache made before d05bf8d, "
+            "when the transformers backend penalised repetition over the whole prompt: run the "
+            "step again with --refresh (or a fresh semantics_cache_dir), or try a larger LLM."
+        )

@@ -64,6 +64,11 @@ def _clean(phrase):
     return re.sub(r"\s+", " ", phrase)
 
 
+def is_list_reply(reply):
+    """Whether a reply holds the JSON list (or object) the interest prompt asks for."""
+    return _json_items(_FENCE.sub("", reply or "").strip()) is not None
+
+
 def parse_interests(reply, max_interests, echoes=()):
     """Interests from a reply: a de-duplicated list of at most ``max_interests`` phrases.
 
