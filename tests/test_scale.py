@@ -45,10 +45,10 @@ def write_ties(folder, name="ties"):
         f.writelines(f"{u}\t{i}\t{t}\n" for u, i, t in rows)
 
 
-@pytest.mark.parametrize("mode", ["valid_and_test", "valid_only", "test_only"])
-def test_split_histories_are_those_of_recboles_built_training_split(tmp_path, mode):
+def ties_config(tmp_path, mode):
+    """SASRec's config on a fresh tied-timestamp dataset in ``tmp_path``, split by ``mode``."""
     write_ties(str(tmp_path))
-    config = Config(
+    return Config(
         model="SASRec",
         dataset="ties",
         config_dict={
@@ -60,6 +60,11 @@ def test_split_histories_are_those_of_recboles_built_training_split(tmp_path, mo
             "state": "ERROR",
         },
     )
+
+
+@pytest.mark.parametrize("mode", ["valid_and_test", "valid_only", "test_only"])
+def test_split_histories_are_those_of_recboles_built_training_split(tmp_path, mode):
+    config = ties_config(tmp_path, mode)
     fast = split_training_histories(plain_dataset(config))
     built = training_histories(plain_dataset(config).build()[0])
     assert list(fast.items()) == list(built.items())  # same users, same order, same items
@@ -69,19 +74,7 @@ def test_split_histories_are_those_of_recboles_built_training_split(tmp_path, mo
 def test_whole_sequences_continue_each_history_with_recboles_validation_item(tmp_path):
     """time_ordered_sequences sorts ties as RecBole does: each user's training history is its
     prefix, and the next item is the target of RecBole's validation sample (probes score it)."""
-    write_ties(str(tmp_path))
-    config = Config(
-        model="SASRec",
-        dataset="ties",
-        config_dict={
-            "data_path": str(tmp_path),
-            "checkpoint_dir": str(tmp_path / "saved"),
-            "load_col": {"inter": ["user_id", "item_id", "timestamp"]},
-            "eval_args": {"split": {"LS": "valid_and_test"}, "order": "TO", "mode": "full"},
-            "MAX_ITEM_LIST_LENGTH": 3,
-            "state": "ERROR",
-        },
-    )
+    config = ties_config(tmp_path, "valid_and_test")
     sequences = time_ordered_sequences(plain_dataset(config))
     histories = split_training_histories(plain_dataset(config))
     valid = plain_dataset(config).build()[1]
