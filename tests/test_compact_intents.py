@@ -221,6 +221,7 @@ def test_the_gram_table_is_kept_only_for_compact_intents_within_its_budget(
     with torch.no_grad():
         model.intent_weight.fill_(1.0)
         beyond = model._all_scores(batch)[0]
-        model.text_gram = (model_text := model.item_text) @ model_text.T  # unit rows: cosines
+        text = torch.as_tensor(train.dataset.item_text_matrix(), dtype=torch.float)
+        model.text_gram = text @ model.item_text.T  # the table the model builds within budget
         within = model._all_scores(batch)[0]
     assert torch.allclose(beyond, within, atol=1e-4) and "long_intent_items" in batch

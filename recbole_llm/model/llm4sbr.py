@@ -231,8 +231,8 @@ class LLM4SBR(SequentialRecommender):
             means = {v: getattr(self, f"mean_{v}_intent").expand_as(x) for v, x in intents.items()}
             return means, None
         # one permutation for all views: a session gets another session's intents, both views
-        order = torch.randperm(len(next(iter(intents.values()))), generator=self._shuffle_generator)
-        order = order.to(next(iter(intents.values())).device)
+        first = next(iter(intents.values()))
+        order = torch.randperm(len(first), generator=self._shuffle_generator).to(first.device)
         if compact is not None:
             compact = {v: (items[order], weights[order]) for v, (items, weights) in compact.items()}
         return {v: x[order] for v, x in intents.items()}, compact

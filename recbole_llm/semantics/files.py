@@ -359,8 +359,8 @@ def read_manifest(config, kind, settings=None, command=None):
                 f"{command}"
             )
     if settings is not None and manifest["settings_hash"] != settings_hash(settings):
-        made, now = manifest["settings"], json.loads(json.dumps(settings, default=str))
-        changed = sorted(k for k in {*made, *now} if made.get(k, made) != now.get(k, made))
+        made, now, absent = manifest["settings"], json.loads(json.dumps(settings, default=str)), []
+        changed = sorted(k for k in {*made, *now} if made.get(k, absent) != now.get(k, absent))
         raise SemanticsError(
             f"Stale semantics: '{path}' was made with other settings ({', '.join(changed)}). "
             f"Regenerate with: {command}"

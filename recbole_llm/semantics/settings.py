@@ -43,8 +43,8 @@ def settings(config, kind):
     if values["llm_identity"] is not None and config["llm_reply_files"]:
         # the replies a step reads are an input like the .inter file: files made before a
         # shipped reply file was remade (or from another cache) must not pass as current. Only
-        # when files are named, so that files made from a cache alone stay current.
-        # in the order named: a later file's reply wins where two hold a prompt
+        # when files are named, so that files made from a cache alone stay current; in the
+        # order named, since a later file's reply wins where two hold a prompt.
         values["reply_files"] = [_reply_digest(name) for name in config["llm_reply_files"]]
     return values
 
